@@ -1,0 +1,1 @@
+"""The doors into decayrec: the CLI, the pipeline steps it shares with DVC, and config."""

@@ -1,0 +1,169 @@
+"""The ``decayrec`` command line. Heavy libraries load inside commands, not at start-up."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from features.errors import DataError, ValidationFailed
+
+log = logging.getLogger("decayrec")
+
+
+def _params(args: argparse.Namespace):
+    from flows.config import load_params
+
+    return load_params(args.params, dataset=getattr(args, "dataset", None))
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from flows.steps import ingest_step
+
+    ingest_step(_params(args))
+    return 0
+
+
+def _tabular_overrides(args: argparse.Namespace, base):
+    update: dict = {"events": Path(args.events), "items": Path(args.items) if args.items else None}
+    if args.columns:
+        update["event_columns"] = dict(kv.split("=", 1) for kv in args.columns.split(","))
+    if args.item_columns:
+        update["item_columns"] = dict(kv.split("=", 1) for kv in args.item_columns.split(","))
+    for name in ("delimiter", "encoding", "timestamp_format"):
+        if getattr(args, name):
+            update[name] = getattr(args, name)
+    return base.model_copy(update=update)
+
+
+def validate_file(args: argparse.Namespace) -> int:
+    """Check a user's files without writing any table: exit 0 if valid, 1 if not."""
+    from features.adapters import Ingested, load_events_file, load_items_file
+    from features.validation import validate_tables
+
+    params = _params(args)
+    cfg = _tabular_overrides(args, params.data.tabular)
+    events, events_line = load_events_file(cfg.events, cfg)
+    sources = {"events": {"file": str(cfg.events), "first_line": events_line}}
+    if cfg.items is not None:
+        items, items_line = load_items_file(cfg.items, cfg)
+        sources["items"] = {"file": str(cfg.items), "first_line": items_line}
+    else:
+        from features.contract import items_frame
+
+        # Without a catalogue, the known ids are those the events use: nothing is unknown.
+        ids = events["item_id"].dropna().unique()
+        items = items_frame(ids, [str(i) for i in ids], [[] for _ in ids])
+    rules = params.validation.model_copy(update={"quarantine": False})
+    validated = validate_tables(Ingested(events, items, sources), rules)
+    print(
+        f"{cfg.events}: valid: {len(validated.events):,} events, "
+        f"{validated.events['user_id'].nunique():,} users, {len(validated.items):,} items"
+    )
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    if args.events:
+        return validate_file(args)
+    from flows.steps import validate_step
+
+    validate_step(_params(args))
+    return 0
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from flows.steps import split_step
+
+    split_step(_params(args))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The main job: ingest -> validate -> split, then a summary of what came out."""
+    from flows.steps import ingest_step, split_step, validate_step
+
+    params = _params(args)
+    started = time.perf_counter()
+    ingest_step(params)
+    validated = validate_step(params)
+    splits = split_step(params)
+    print(format_summary(params, validated, splits, time.perf_counter() - started))
+    return 0
+
+
+def format_summary(params, validated: dict, splits: dict, seconds: float) -> str:
+    lines = [
+        f"decayrec: {params.data.dataset} in {seconds:.1f} s",
+        f"  events {validated['events']:,}  users {validated['users']:,}  items {validated['items']:,}"
+        f" ({validated['items_with_events']:,} with events)",
+        f"  time span {validated['first_event'][:10]} .. {validated['last_event'][:10]}",
+    ]
+    if any(validated["quarantined"].values()):
+        lines.append(f"  quarantined {validated['quarantined']}")
+    for protocol, stats in splits.items():
+        sizes = "  ".join(f"{part} {stats[part]['rows']:,}" for part in ("train", "valid", "test"))
+        lines.append(f"  split {protocol}: {sizes}  (test users evaluable: {stats['test']['evaluable_users']:,})")
+    lines += [
+        f"  validated tables: {params.validation.validated_dir}/",
+        f"  splits:           {params.split.out_dir}/",
+        f"  Data Docs:        {validated['docs']}",
+    ]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="decayrec", description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--dataset", help="override data.dataset (ml-latest-small, ml-100k, ml-1m, csv, parquet)")
+        sub.set_defaults(func=func)
+        return sub
+
+    add("run", cmd_run, "the main job: ingest, validate and split the configured data set")
+    add("ingest", cmd_ingest, "read the data set into canonical Parquet tables")
+    add("split", cmd_split, "write the P0/P1/P2 evaluation splits")
+    check = add("validate", cmd_validate, "validate the ingested tables, or any event file with --events")
+    check.add_argument("--events", help="an event file to check (CSV or Parquet)")
+    check.add_argument("--items", help="its item catalogue (optional)")
+    check.add_argument("--columns", help="event column mapping, e.g. user_id=uid,item_id=iid,value=r,timestamp=ts")
+    check.add_argument("--item-columns", help="item column mapping, e.g. item_id=id,title=name,categories=genres")
+    check.add_argument("--delimiter")
+    check.add_argument("--encoding")
+    check.add_argument("--timestamp-format", choices=["epoch_s", "iso"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("great_expectations", "py.warnings"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        return args.func(args)
+    except ValidationFailed as err:
+        print(err.summary(), file=sys.stderr)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+    except FileNotFoundError as err:
+        print(f"error: {err.filename}: no such file", file=sys.stderr)
+    except Exception as err:  # never a traceback for a user, unless asked for one
+        if os.environ.get("DECAYREC_DEBUG"):
+            raise
+        print(f"error: {type(err).__name__}: {err} (set DECAYREC_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

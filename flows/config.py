@@ -1,0 +1,110 @@
+"""Typed configuration, loaded once from ``params.yaml`` (the file DVC tracks)."""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MIRROR_ENV = "DECAYREC_DATA_MIRROR"
+
+
+class _Strict(BaseModel):
+    # A misspelt key in params.yaml must fail loudly, not fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TabularConfig(_Strict):
+    """A user's own event log and catalogue (CSV or Parquet) and how its columns map."""
+
+    events: Path | None = None
+    items: Path | None = None
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    # canonical name -> the file's column name; event_type is optional
+    event_columns: dict[str, str] = Field(
+        default_factory=lambda: {
+            "user_id": "userId",
+            "item_id": "movieId",
+            "value": "rating",
+            "timestamp": "timestamp",
+        }
+    )
+    item_columns: dict[str, str] = Field(
+        default_factory=lambda: {"item_id": "movieId", "title": "title", "categories": "genres"}
+    )
+    category_separator: str = "|"
+    timestamp_format: Literal["epoch_s", "iso"] = "epoch_s"
+    event_type: str = "rating"
+
+
+class DataConfig(_Strict):
+    dataset: Literal["ml-latest-small", "ml-100k", "ml-1m", "csv", "parquet"] = "ml-latest-small"
+    bundled_dir: Path = Path("data/raw")
+    mirror: Path | None = None
+    download: bool = True
+    download_dir: Path = Path("data/downloads")
+    tmdb: Literal["auto", "off"] = "auto"
+    max_tags_per_item: int = 20
+    interim_dir: Path = Path("data/interim")
+    tabular: TabularConfig = TabularConfig()
+
+
+class ValidationConfig(_Strict):
+    min_timestamp: datetime = datetime(1995, 1, 1, tzinfo=timezone.utc)
+    # Epoch seconds above this are milliseconds in disguise (1e11 s is the year 5138).
+    max_epoch_seconds: float = 1e11
+    value_min: float = 0.5
+    value_max: float = 5.0
+    min_events: int = 1000
+    min_items: int = 10
+    quarantine: bool = False
+    max_quarantine_fraction: float = 0.01
+    example_rows: int = 5
+    validated_dir: Path = Path("data/validated")
+    docs_dir: Path = Path("reports/validation")
+
+    @field_validator("min_timestamp")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+class P0Config(_Strict):
+    min_value: float = 3.0
+    core: int = 10
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 2020
+
+
+class SplitConfig(_Strict):
+    protocols: list[Literal["P0", "P1", "P2"]] = ["P1", "P2", "P0"]
+    p1_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    p0: P0Config = P0Config()
+    out_dir: Path = Path("data/splits")
+
+
+class Params(_Strict):
+    data: DataConfig = DataConfig()
+    validate_: ValidationConfig = Field(ValidationConfig(), alias="validate")
+    split: SplitConfig = SplitConfig()
+
+    @property
+    def validation(self) -> ValidationConfig:
+        return self.validate_
+
+
+def load_params(path: str | Path = "params.yaml", *, dataset: str | None = None) -> Params:
+    """Read params.yaml; the mirror comes from DECAYREC_DATA_MIRROR when that is set."""
+    raw = yaml.safe_load(Path(path).read_text()) if Path(path).exists() else {}
+    raw = raw or {}
+    data = dict(raw.get("data") or {})
+    if os.environ.get(MIRROR_ENV):
+        data["mirror"] = os.environ[MIRROR_ENV]
+    if dataset:
+        data["dataset"] = dataset
+    raw["data"] = data
+    return Params.model_validate(raw)

@@ -1,0 +1,144 @@
+"""Pipeline steps with their I/O: the same functions serve the CLI, DVC stages and flows.
+
+Every step writes its whole output folder in a staging folder first and swaps it in only
+when the step has succeeded, so a failure never leaves half-written or overwritten outputs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+from flows.config import Params
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def staged_dir(final: Path) -> Iterator[Path]:
+    """Yield an empty folder that replaces ``final`` only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield stage
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(stage, final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def write_json(obj: dict, path: Path) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _relative(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def table_summary(events: pd.DataFrame, items: pd.DataFrame) -> dict:
+    stamps = events["timestamp"]
+    return {
+        "events": int(len(events)),
+        "users": int(events["user_id"].nunique()),
+        "items": int(len(items)),
+        "items_with_events": int(events["item_id"].nunique()),
+        "first_event": stamps.min().isoformat() if len(events) else None,
+        "last_event": stamps.max().isoformat() if len(events) else None,
+    }
+
+
+def ingest_step(params: Params) -> dict:
+    """Read the configured data set and write canonical Parquet tables (unvalidated)."""
+    from features.adapters import ingest
+
+    cfg = params.data
+    log.info("ingest: reading %s", cfg.dataset)
+    ingested = ingest(cfg)
+    sources = {k: {**v, "file": _relative(v["file"])} for k, v in ingested.sources.items()}
+    with staged_dir(cfg.interim_dir) as out:
+        ingested.events.to_parquet(out / "events.parquet", index=False)
+        ingested.items.to_parquet(out / "items.parquet", index=False)
+        write_json({"dataset": cfg.dataset, "sources": sources}, out / "sources.json")
+    summary = {"dataset": cfg.dataset, **table_summary(ingested.events, ingested.items)}
+    log.info("ingest: %s events, %s items -> %s", summary["events"], summary["items"], cfg.interim_dir)
+    return summary
+
+
+def load_interim(params: Params):
+    from features.adapters import Ingested
+
+    folder = params.data.interim_dir
+    meta = json.loads((folder / "sources.json").read_text())
+    return Ingested(
+        pd.read_parquet(folder / "events.parquet"),
+        pd.read_parquet(folder / "items.parquet"),
+        meta["sources"],
+    )
+
+
+def validate_step(params: Params, now: datetime | None = None) -> dict:
+    """Validate the ingested tables; write validated tables only when they pass."""
+    from features.contract import strict_events
+    from features.validation import validate_tables
+
+    cfg = params.validation
+    log.info("validate: running the events and items suites")
+    validated = validate_tables(load_interim(params), cfg, now)
+    with staged_dir(cfg.validated_dir) as out:
+        strict_events(validated.events).to_parquet(out / "events.parquet", index=False)
+        validated.items.to_parquet(out / "items.parquet", index=False)
+        for table, rows in validated.quarantined.items():
+            rows.to_parquet(out / f"quarantine_{table}.parquet", index=False)
+        summary = {
+            **table_summary(validated.events, validated.items),
+            "quarantined": {t: int(len(q)) for t, q in validated.quarantined.items()},
+        }
+        write_json(summary, out / "summary.json")
+    log.info("validate: passed -> %s (Data Docs: %s)", cfg.validated_dir, validated.docs)
+    return {**summary, "docs": validated.docs}
+
+
+
+def split_events(events: pd.DataFrame, protocol: str, params: Params) -> dict[str, pd.DataFrame]:
+    from features import splits
+
+    cfg = params.split
+    if protocol == "P1":
+        return splits.split_p1(events, cfg.p1_fractions)
+    if protocol == "P2":
+        return splits.split_p2(events)
+    p0 = cfg.p0
+    return splits.split_p0(events, min_value=p0.min_value, core=p0.core, ratios=p0.ratios, seed=p0.seed)
+
+
+def split_step(params: Params) -> dict:
+    """Write every configured protocol's train/valid/test tables and stats."""
+    from features.splits import split_stats, write_splits
+
+    cfg = params.split
+    events = pd.read_parquet(params.validation.validated_dir / "events.parquet")
+    summary = {}
+    with staged_dir(cfg.out_dir) as out:
+        for protocol in cfg.protocols:
+            log.info("split: %s", protocol)
+            parts = split_events(events, protocol, params)
+            stats = split_stats(parts)
+            write_splits(parts, stats, out / protocol)
+            summary[protocol] = stats
+    return summary

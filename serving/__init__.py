@@ -1,0 +1,1 @@
+"""The BentoML service that recommends, explains and takes live events."""
