@@ -1,0 +1,106 @@
+"""The Great Expectations suites on small real data: pass, fail with examples, quarantine."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from features.adapters import Ingested, load_events_file, load_items_file
+from features.errors import ValidationFailed
+from features.validation import validate_tables
+from flows.config import TabularConfig, ValidationConfig
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def ingested(ml_small_csv) -> Ingested:
+    cfg = TabularConfig(events=ml_small_csv["events"], items=ml_small_csv["items"])
+    events, events_line = load_events_file(cfg.events, cfg)
+    items, items_line = load_items_file(cfg.items, cfg)
+    sources = {
+        "events": {"file": str(cfg.events), "first_line": events_line},
+        "items": {"file": str(cfg.items), "first_line": items_line},
+    }
+    return Ingested(events, items, sources)
+
+
+@pytest.fixture
+def rules(tmp_path: Path) -> ValidationConfig:
+    return ValidationConfig(min_events=100, docs_dir=tmp_path / "docs")
+
+
+def test_clean_data_passes_untouched(ingested, rules):
+    validated = validate_tables(ingested, rules, NOW)
+    assert len(validated.events) == 3000
+    assert len(validated.items) == 9742
+    assert validated.quarantined == {}
+    pd.testing.assert_frame_equal(validated.events, ingested.events)
+
+
+def break_rows(ingested: Ingested) -> Ingested:
+    events = ingested.events.copy()
+    events.loc[3, "user_id"] = pd.NA
+    events.loc[5, "value"] = 9.0
+    events.loc[8, "item_id"] = 99_999_999
+    events = pd.concat([events, events.iloc[[10]]], ignore_index=True)
+    return Ingested(events, ingested.items, ingested.sources)
+
+
+def test_failure_lists_every_rule_with_lines_and_writes_data_docs(ingested, rules):
+    with pytest.raises(ValidationFailed) as caught:
+        validate_tables(break_rows(ingested), rules, NOW)
+    failed = {p.rule: p for p in caught.value.problems}
+    assert set(failed) == {"non-null", "value in [0.5, 5.0]", "item in catalogue", "no duplicate events"}
+    assert failed["non-null"].examples == [{"row": 3, "line": 5, "user_id": pd.NA}]
+    assert failed["value in [0.5, 5.0]"].examples[0]["line"] == 7
+    # Both copies of a duplicate are shown; the repeat sits at the end of the file.
+    assert [e["line"] for e in failed["no duplicate events"].examples] == [12, 3002]
+    docs = Path(caught.value.docs.removeprefix("file://"))
+    assert docs.is_file() and "events_suite" in docs.read_text()
+
+
+def test_quarantine_moves_few_bad_rows_aside_with_reasons(ingested, rules):
+    lenient = rules.model_copy(update={"quarantine": True, "max_quarantine_fraction": 0.01})
+    validated = validate_tables(break_rows(ingested), lenient, NOW)
+    quarantined = validated.quarantined["events"]
+    assert sorted(zip(quarantined["row"], quarantined["reason"])) == [
+        (3, "non-null"),
+        (5, "value in [0.5, 5.0]"),
+        (8, "item in catalogue"),
+        (3000, "no duplicate events"),  # the first copy (row 10) is kept
+    ]
+    assert len(validated.events) == 3001 - 4
+
+
+def test_quarantine_refuses_when_too_many_rows_are_bad(ingested, rules):
+    events = ingested.events.copy()
+    events.loc[:99, "value"] = 9.0  # 100 of 3000 rows: 3.3% > 1%
+    strict = rules.model_copy(update={"quarantine": True, "max_quarantine_fraction": 0.01})
+    with pytest.raises(ValidationFailed) as caught:
+        validate_tables(Ingested(events, ingested.items, ingested.sources), strict, NOW)
+    assert "quarantine at most 1.00% of rows" in caught.value.summary()
+
+
+def test_table_level_failures_cannot_be_quarantined(ingested, rules):
+    lenient = rules.model_copy(update={"quarantine": True, "min_events": 10_000})
+    with pytest.raises(ValidationFailed) as caught:
+        validate_tables(ingested, lenient, NOW)
+    assert [p.rule for p in caught.value.problems] == ["at least 10000 events"]
+
+
+def test_missing_column_is_reported_by_the_suite(ingested, rules):
+    events = ingested.events.drop(columns=["value"])
+    with pytest.raises(ValidationFailed) as caught:
+        validate_tables(Ingested(events, ingested.items, ingested.sources), rules, NOW)
+    assert ("required column", "value") in {(p.rule, p.column) for p in caught.value.problems}
+
+
+def test_duplicate_item_ids_fail_the_items_suite(ingested, rules):
+    items = pd.concat([ingested.items, ingested.items.iloc[[0]]], ignore_index=True)
+    with pytest.raises(ValidationFailed) as caught:
+        validate_tables(Ingested(ingested.events, items, ingested.sources), rules, NOW)
+    assert caught.value.table == "items"
+    assert [p.rule for p in caught.value.problems] == ["unique item ids"]
