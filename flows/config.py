@@ -47,7 +47,7 @@ class DataConfig(_Strict):
     mirror: Path | None = None
     download: bool = True
     download_dir: Path = Path("data/downloads")
-    tmdb: Literal["auto", "off"] = "auto"
+    tmdb: Literal["auto", "off"] = "off"
     max_tags_per_item: int = 20
     interim_dir: Path = Path("data/interim")
     tabular: TabularConfig = TabularConfig()
