@@ -197,7 +197,7 @@ def load_events_file(path: Path, cfg: TabularConfig) -> tuple[pd.DataFrame, int 
     if cfg.timestamp_format == "epoch_s":
         stamps = timestamps_from_epoch(raw[mapping["timestamp"]])
     else:
-        stamps = pd.to_datetime(raw[mapping["timestamp"]], utc=True, errors="coerce")
+        stamps = pd.to_datetime(raw[mapping["timestamp"]], utc=True, errors="coerce", format="ISO8601")
     value = raw[mapping["value"]] if "value" in mapping else pd.Series(1.0, index=raw.index)
     event_type = raw[mapping["event_type"]].astype("string") if "event_type" in mapping else cfg.event_type
     return events_frame(raw[mapping["user_id"]], raw[mapping["item_id"]], value, stamps, event_type), line

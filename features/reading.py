@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -129,18 +131,36 @@ def read_delimited(
     if len(sep) > 1:
         text, sep = text.replace(sep, _UNIT_SEPARATOR), _UNIT_SEPARATOR
     try:
-        frame = pd.read_csv(
-            io.StringIO(text),
-            sep=sep,
-            header=0 if header else None,
-            names=None if header else columns,
-            # Ids and text stay as written; numbers are checked column by column below.
-            dtype={c: "string" for c in columns if c not in numeric} if not header else None,
-        )
+        with warnings.catch_warnings():
+            # pandas only warns when the first data line has more fields than the header.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                io.StringIO(text.rstrip("\r\n") + "\n"),
+                sep=sep,
+                header=0 if header else None,
+                names=None if header else columns,
+                # Without this, a line with one field too many silently becomes the index and
+                # every column shifts left.
+                index_col=False,
+                # Blank lines stay rows (of nulls, which validation reports), so that row r is
+                # always line first_line + r.
+                skip_blank_lines=False,
+                # Only an empty field is null: "NA" or "None" may be a tag or a title.
+                keep_default_na=False,
+                na_values=[""],
+                # Ids and text stay as written; numbers are checked column by column below.
+                dtype={c: "string" for c in columns if c not in numeric} if not header else None,
+            )
+    except pd.errors.ParserWarning:
+        raise DataError(
+            path, "field count", f"line {first_line} has more fields than {expected}", line=first_line
+        ) from None
     except pd.errors.EmptyDataError:
         raise DataError(path, "non-empty file", "the file has no rows") from None
     except pd.errors.ParserError as err:
-        raise DataError(path, "field count", str(err).strip()) from None
+        found = re.search(r"line (\d+)", str(err))
+        line = int(found.group(1)) if found else None
+        raise DataError(path, "field count", str(err).strip(), line=line) from None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(

@@ -85,7 +85,7 @@ def _download(dataset: str, cache: Path, timeout_s: float) -> Path:
                 url,
                 "data available",
                 f"could not download {dataset} ({err}); with no internet, set "
-                "DECAYREC_DATA_MIRROR to a folder holding {dataset}/",
+                f"DECAYREC_DATA_MIRROR to a folder holding {dataset}/",
             ) from None
         with zipfile.ZipFile(archive) as zipped:
             zipped.extractall(tmp)

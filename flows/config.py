@@ -87,14 +87,54 @@ class SplitConfig(_Strict):
     out_dir: Path = Path("data/splits")
 
 
+class SegmentConfig(_Strict):
+    cold_user_events: int = 10  # "cold": fewer than this many items in the fitting data
+    active_user_share: float = 0.1  # "active": the top 10% of users by fitting items
+    head_share: float = 0.2  # long tail: items outside the most popular 20% (by interactions)
+
+
+class EvaluateConfig(_Strict):
+    protocols: list[Literal["P0", "P1", "P2"]] = ["P2"]
+    k: list[int] = [10, 20]
+    target: str = "ndcg_at_10"  # what tuning on validation maximises
+    # model name -> hyperparameter grid (each value a list); tuned on validation
+    models: dict[str, dict[str, list]] = Field(default_factory=dict)
+    segments: SegmentConfig = SegmentConfig()
+    score_batch: int = 2048  # users scored at once: bounds memory to batch x items floats
+    out_dir: Path = Path("reports/evaluation")
+
+
 class Params(_Strict):
     data: DataConfig = DataConfig()
     validate_: ValidationConfig = Field(ValidationConfig(), alias="validate")
     split: SplitConfig = SplitConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     @property
     def validation(self) -> ValidationConfig:
         return self.validate_
+
+
+def rebase(params: Params, dataset: str) -> Params:
+    """Params for another data set, whose outputs live in folders of their own.
+
+    The folders in params.yaml belong to its data set and to DVC; running another data set
+    from the command line must not overwrite them.
+    """
+    if dataset == params.data.dataset:
+        return params
+    data_root = Path("data/datasets") / dataset
+    reports = Path("reports/datasets") / dataset
+    return params.model_copy(
+        update={
+            "data": params.data.model_copy(update={"dataset": dataset, "interim_dir": data_root / "interim"}),
+            "validate_": params.validation.model_copy(
+                update={"validated_dir": data_root / "validated", "docs_dir": reports / "validation"}
+            ),
+            "split": params.split.model_copy(update={"out_dir": data_root / "splits"}),
+            "evaluate": params.evaluate.model_copy(update={"out_dir": reports / "evaluation"}),
+        }
+    )
 
 
 def load_params(path: str | Path = "params.yaml", *, dataset: str | None = None) -> Params:
@@ -104,7 +144,6 @@ def load_params(path: str | Path = "params.yaml", *, dataset: str | None = None)
     data = dict(raw.get("data") or {})
     if os.environ.get(MIRROR_ENV):
         data["mirror"] = os.environ[MIRROR_ENV]
-    if dataset:
-        data["dataset"] = dataset
     raw["data"] = data
-    return Params.model_validate(raw)
+    params = Params.model_validate(raw)
+    return rebase(params, dataset) if dataset else params
