@@ -35,6 +35,7 @@ repro: install
 
 bench: install
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/quality.py
 
 clean:
-	rm -rf data/interim data/validated data/splits reports/validation
+	rm -rf data/interim data/validated data/splits data/datasets reports/validation reports/datasets

@@ -15,7 +15,7 @@ import pandas as pd
 
 from features.contract import events_frame, items_frame, timestamps_from_epoch
 from features.errors import DataError
-from features.reading import read_delimited, read_text, to_numbers
+from features.reading import read_delimited, read_text, select_columns, to_numbers
 from features.sources import locate, locate_optional
 
 if TYPE_CHECKING:
@@ -170,16 +170,7 @@ def load_ml_100k(folder: Path, overviews: dict[int, str], max_tags: int) -> Inge
 
 def _read_table(path: Path, columns: list[str], cfg: TabularConfig, numeric: list[str]) -> tuple[pd.DataFrame, int | None]:
     if path.suffix == ".parquet":
-        frame = pd.read_parquet(path)
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise DataError(path, "required columns", f"missing column(s) {missing}", column=missing[0])
-        if frame.empty:
-            raise DataError(path, "non-empty file", "the file has no rows")
-        frame = frame[columns].copy()
-        for column in numeric:
-            frame[column] = to_numbers(frame[column], path, column, None)
-        return frame, None
+        return select_columns(pd.read_parquet(path), path, columns, numeric, None), None
     return read_delimited(path, columns, sep=cfg.delimiter, encoding=cfg.encoding, numeric=numeric)
 
 

@@ -161,18 +161,25 @@ def read_delimited(
         found = re.search(r"line (\d+)", str(err))
         line = int(found.group(1)) if found else None
         raise DataError(path, "field count", str(err).strip(), line=line) from None
+    return select_columns(frame, path, columns, numeric, first_line), first_line
+
+
+def select_columns(
+    frame: pd.DataFrame, path: Path, columns: list[str], numeric, first_line: int | None
+) -> pd.DataFrame:
+    """The required columns of a parsed table, numbers checked; an error for what is missing."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(
             path,
             "required columns",
-            f"missing column(s) {missing}; the header has {list(frame.columns)}",
+            f"missing column(s) {missing}; the file has {list(frame.columns)}",
             column=missing[0],
-            line=1,
+            line=None if first_line is None else 1,
         )
     if frame.empty:
-        raise DataError(path, "non-empty file", "the file has a header but no data rows")
+        raise DataError(path, "non-empty file", "the file has no data rows")
     frame = frame[columns].copy()
     for column in numeric:
         frame[column] = to_numbers(frame[column], path, column, first_line)
-    return frame, first_line
+    return frame

@@ -81,6 +81,30 @@ def cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from flows.steps import evaluate_step
+
+    params = _params(args)
+    metrics = evaluate_step(params, [args.protocol] if args.protocol else None)
+    print(format_table(metrics, params.evaluate.k[0]))
+    print(f"report: {params.evaluate.out_dir / 'report.md'}")
+    return 0
+
+
+def format_table(metrics: dict, k: int) -> str:
+    names = ["ndcg", "recall", "precision", "hit", "coverage", "ild"]
+    lines = []
+    for protocol, models in metrics.items():
+        users = next(iter(models.values()))["users"] if models else 0
+        lines.append(f"{protocol} test, {users:,} users")
+        lines.append(f"  {'model':<14}" + "".join(f"{n + '@' + str(k):>13}" for n in names) + f"{'fit s':>8}  chosen")
+        for name, row in models.items():
+            values = "".join(f"{row.get(f'{n}_at_{k}') or 0:>13.4f}" for n in names)
+            chosen = ", ".join(f"{a}={b}" for a, b in row["params"].items())
+            lines.append(f"  {name:<14}{values}{row['fit_s']:>8.2f}  {chosen}")
+    return "\n".join(lines)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """The main job: ingest -> validate -> split, then a summary of what came out."""
     from flows.steps import ingest_step, split_step, validate_step
@@ -129,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("run", cmd_run, "the main job: ingest, validate and split the configured data set")
     add("ingest", cmd_ingest, "read the data set into canonical Parquet tables")
     add("split", cmd_split, "write the P0/P1/P2 evaluation splits")
+    evaluate = add("evaluate", cmd_evaluate, "tune, refit and test every baseline; write the report")
+    evaluate.add_argument("--protocol", choices=["P0", "P1", "P2"], help="one protocol (default: evaluate.protocols)")
     check = add("validate", cmd_validate, "validate the ingested tables, or any event file with --events")
     check.add_argument("--events", help="an event file to check (CSV or Parquet)")
     check.add_argument("--items", help="its item catalogue (optional)")

@@ -142,3 +142,32 @@ def split_step(params: Params) -> dict:
             write_splits(parts, stats, out / protocol)
             summary[protocol] = stats
     return summary
+
+
+def ensure_splits(params: Params) -> None:
+    """Build the splits of the configured data set when they are not there yet."""
+    if all((params.split.out_dir / p / "stats.json").exists() for p in params.split.protocols):
+        return
+    log.info("evaluate: no splits for %s yet; running ingest, validate, split", params.data.dataset)
+    ingest_step(params)
+    validate_step(params)
+    split_step(params)
+
+
+def evaluate_step(params: Params, protocols: list[str] | None = None) -> dict:
+    """Tune, refit and test every baseline under each protocol; write the report."""
+    from models.evaluate import evaluate_protocol
+    from models.protocols import load_parts, tasks
+    from models.report import write_report
+
+    cfg = params.evaluate
+    protocols = protocols or cfg.protocols
+    ensure_splits(params)
+    items = pd.read_parquet(params.validation.validated_dir / "items.parquet")
+    results = {}
+    for protocol in protocols:
+        parts = load_parts(params.split.out_dir, protocol)
+        results[protocol] = evaluate_protocol(tasks(protocol, parts), items, cfg)
+    metrics = write_report(results, params.data.dataset, cfg.out_dir, cfg.k[0])
+    log.info("evaluate: report in %s", cfg.out_dir)
+    return metrics

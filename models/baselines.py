@@ -1,0 +1,412 @@
+"""Classical recommenders on one small contract, and the decayed + LM combined scorer.
+
+Every model is a ``Recommender``: ``fit(data)`` on an ``Interactions`` and ``score(rows)``
+returning float32 ``(len(rows), data.n_items)`` scores, higher is better. Seen items are NOT
+excluded here; the caller hides them. Each model is a dataclass whose fields are its
+hyperparameters, with their defaults beside them; ``make(name, **params)`` builds one by name.
+
+Reference implementations the maths follows:
+
+- ItemKNN: RecBole ``general_recommender/itemknn.py`` (``ComputeSimilarity``).
+- SAR: Microsoft Recommenders ``models/sar/sar_singlenode.py``.
+- EASE: Steck (WWW 2019) and RecBole ``general_recommender/ease.py``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, Self
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.linalg import lapack
+
+from models.interactions import Interactions
+
+# Rows scored per batch: bounds the dense intermediates to BATCH_ROWS x n_items.
+BATCH_ROWS = 2048
+# Elements of one dense block while building a similarity (about 64 MiB of float32).
+_BLOCK_ELEMENTS = 16_000_000
+
+
+class Recommender:
+    """Contract shared by every model (like RecBole's ``full_sort_predict``)."""
+
+    name: ClassVar[str] = "recommender"
+
+    def fit(self, data: Interactions) -> Self:
+        """Learn from ``data``; returns ``self`` so that ``make(...).fit(data)`` chains."""
+        self.n_users_, self.n_items_ = data.n_users, data.n_items
+        self._fit(data)
+        return self
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        """Scores of every item for the users at ``rows`` (rows of the fitting data).
+
+        Returns:
+            float32 array of shape ``(len(rows), n_items)``.
+        """
+        if not hasattr(self, "n_items_"):
+            raise RuntimeError(f"{type(self).__name__} must be fitted before scoring")
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.n_users_):
+            # -1 is Interactions.rows_of's "unknown user": never let it index the last row.
+            raise ValueError(f"rows must lie in [0, {self.n_users_}); got {rows.min()}..{rows.max()}")
+        out = np.empty((len(rows), self.n_items_), dtype=np.float32)
+        for start in range(0, len(rows), BATCH_ROWS):
+            batch = rows[start : start + BATCH_ROWS]
+            out[start : start + len(batch)] = self._score_batch(batch)
+        return out
+
+    def _fit(self, data: Interactions) -> None:
+        raise NotImplementedError
+
+    def _score_batch(self, rows: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+def decay(age_days: np.ndarray, half_life_days: float) -> np.ndarray:
+    """``2 ** (-age / half_life)``: 1 now, 0.5 one half-life ago; negative ages weigh 1."""
+    if half_life_days <= 0:
+        raise ValueError(f"half_life_days must be positive, got {half_life_days}")
+    return np.power(0.5, np.maximum(age_days, 0.0) / half_life_days)
+
+
+# ---------------------------------------------------------------- popularity
+
+
+@dataclass
+class Popularity(Recommender):
+    """Items ranked by how many distinct users interacted with them."""
+
+    name: ClassVar[str] = "pop"
+
+    def _fit(self, data: Interactions) -> None:
+        counts = np.asarray(data.matrix().sum(axis=0)).ravel()
+        self.item_scores_ = counts.astype(np.float32)
+
+    def _score_batch(self, rows: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.item_scores_, (len(rows), self.n_items_))
+
+
+@dataclass
+class DecayedPopularity(Recommender):
+    """Items ranked by the sum over their events of ``2 ** (-age / half_life)``."""
+
+    name: ClassVar[str] = "pop_decay"
+    half_life_days: float = 30.0  # Microsoft SAR's default half-life
+
+    def _fit(self, data: Interactions) -> None:
+        weights = decay(data.age_days(), self.half_life_days)
+        self.item_scores_ = np.bincount(data.items, weights=weights, minlength=data.n_items).astype(np.float32)
+
+    def _score_batch(self, rows: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.item_scores_, (len(rows), self.n_items_))
+
+
+# ---------------------------------------------------------------- item-KNN
+
+
+def cosine_topk(matrix: sp.csr_matrix, k: int, shrink: float = 0.0) -> sp.csr_matrix:
+    """RecBole's ``ComputeSimilarity(matrix, topk=k, shrink).compute_items_similarity()``.
+
+    ``W[i, j] = c_ij / (|x_i| |x_j| + shrink + 1e-6)`` with ``c_ij = x_i . x_j`` over the
+    columns of ``matrix``, ``W[j, j] = 0``; each COLUMN ``j`` (the item being scored) keeps its
+    ``k`` largest non-zero entries, so ``score = X @ W`` sums, for item ``j``, the user's
+    items among ``j``'s ``k`` nearest neighbours. float32 throughout, as RecBole.
+
+    One deliberate difference: RecBole breaks ties at the k-th value with ``argpartition``
+    (implementation-defined); here ties go to the lower item index.
+
+    Returns:
+        float32 CSR ``(n_items, n_items)``.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    matrix = sp.csr_matrix(matrix, dtype=np.float32)
+    n = matrix.shape[1]
+    k = min(k, n)
+    norms = np.sqrt(np.asarray(matrix.power(2).sum(axis=0), dtype=np.float32).ravel())
+    # Symmetric, so row j of the gram is column j of RecBole's block.
+    gram = (matrix.T @ matrix).tocsr()
+    block = max(1, _BLOCK_ELEMENTS // max(n, 1))
+    keep_rows, keep_cols, keep_vals = [], [], []
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        local = np.arange(stop - start)
+        w = gram[start:stop].toarray()
+        w[local, local + start] = 0.0
+        denominator = norms[start:stop, None] * norms[None, :] + np.float32(shrink) + np.float32(1e-6)
+        w *= np.float32(1.0) / denominator
+        keep = _top_k_mask(w, k) & (w != 0.0)
+        targets, neighbours = np.nonzero(keep)
+        keep_rows.append(neighbours)
+        keep_cols.append(targets + start)
+        keep_vals.append(w[targets, neighbours])
+    rows = np.concatenate(keep_rows) if keep_rows else np.empty(0, np.int64)
+    cols = np.concatenate(keep_cols) if keep_cols else np.empty(0, np.int64)
+    vals = np.concatenate(keep_vals) if keep_vals else np.empty(0, np.float32)
+    return sp.csr_matrix((vals.astype(np.float32), (rows, cols)), shape=(n, n), dtype=np.float32)
+
+
+def _top_k_mask(w: np.ndarray, k: int) -> np.ndarray:
+    """Per row, a mask of the ``k`` largest values; ties at the k-th value go to lower columns."""
+    if k >= w.shape[1]:
+        return np.ones(w.shape, dtype=bool)
+    kth = -np.partition(-w, k - 1, axis=1)[:, k - 1 : k]
+    above = w > kth
+    tied = w == kth
+    room = k - above.sum(axis=1, keepdims=True)
+    return above | (tied & (np.cumsum(tied, axis=1) <= room))
+
+
+@dataclass
+class ItemKNN(Recommender):
+    """RecBole's ItemKNN: cosine on the binary user x item matrix, top-k per item."""
+
+    name: ClassVar[str] = "itemknn"
+    k: int = 250  # neighbours kept per scored item (RecBole's P0 setting)
+    shrink: float = 0.0  # added to the cosine denominator
+
+    def _fit(self, data: Interactions) -> None:
+        binary = data.matrix()
+        self.similarity_ = cosine_topk(binary, self.k, self.shrink)
+        self.profile_ = self._profile(data, binary)
+
+    def _profile(self, data: Interactions, binary: sp.csr_matrix) -> sp.csr_matrix:
+        return binary
+
+    def _score_batch(self, rows: np.ndarray) -> np.ndarray:
+        return (self.profile_[rows] @ self.similarity_).toarray()
+
+
+@dataclass
+class DecayedItemKNN(ItemKNN):
+    """ItemKNN whose user profile weighs each item by ``2 ** (-age / half_life)``, the age
+    being that of the user's latest event on the item (relative to ``data.now``).
+
+    ``score`` is that textbook score times ``2 ** (age of the user's latest event / hl)``:
+    the same ranking per user, without float32 underflow (see ``latest_decay_matrix``).
+    """
+
+    name: ClassVar[str] = "itemknn_decay"
+    k: int = 250
+    shrink: float = 0.0
+    half_life_days: float = 7.0  # chosen on P1 validation (BENCHMARK.md)
+
+    def _profile(self, data: Interactions, binary: sp.csr_matrix) -> sp.csr_matrix:
+        # Scaled per user (see latest_decay_matrix): same ranking, no float32 underflow.
+        profile = latest_decay_matrix(data, self.half_life_days, from_user_latest=True)
+        return profile.astype(np.float32)
+
+
+def latest_decay_matrix(
+    data: Interactions, half_life_days: float, *, from_user_latest: bool = False
+) -> sp.csr_matrix:
+    """User x item float64 CSR of ``2 ** (-age / half_life)`` of each pair's latest event.
+
+    With ``from_user_latest`` ages count from the user's own latest event instead of
+    ``data.now``: every row is the textbook row times ``2 ** (age of u's latest / hl)``, a
+    positive per-user constant, so each user's ranking is unchanged, while the weights stay
+    in range (``2 ** (-1000 / 7)`` is below float32's range; 22 years at a one-day
+    half-life underflow float64 too).
+    """
+    pair = data.users.astype(np.int64) * data.n_items + data.items
+    order = np.lexsort((data.seconds, pair))
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = pair[order[1:]] != pair[order[:-1]]
+    latest = order[last]
+    ages = _ages(data, from_user_latest)[latest]
+    return sp.csr_matrix(
+        (decay(ages, half_life_days), (data.users[latest], data.items[latest])),
+        shape=(data.n_users, data.n_items),
+    )
+
+
+def _ages(data: Interactions, from_user_latest: bool) -> np.ndarray:
+    """Per event, days before ``data.now`` or, with ``from_user_latest``, before the latest
+    event of its user (never negative)."""
+    ages = data.age_days()
+    if from_user_latest and len(ages):
+        youngest = np.full(data.n_users, np.inf)
+        np.minimum.at(youngest, data.users, ages)
+        ages = ages - youngest[data.users]
+    return ages
+
+
+# ---------------------------------------------------------------- SAR
+
+
+@dataclass
+class SAR(Recommender):
+    """Microsoft Recommenders' SAR (single node) with its time-decay formula on.
+
+    Affinity ``A[u, i] = sum over u's events on i of w * min(1, 0.5 ** ((now - t) / hl))``
+    where ``w`` is 1 (BENCHMARK.md: every rating is an implicit interaction; its P2 anchor
+    is measured so) or, with ``weight_by_value``, the event's value (SAR's rating column).
+    Co-occurrence ``C = Xb^T Xb`` on the binary matrix, entries below ``threshold`` zeroed;
+    similarity ``jaccard`` ``c_ij / (c_ii + c_jj - c_ij)``, ``lift`` ``c_ij / (c_ii c_jj)`` or
+    ``cooccurrence`` ``c_ij``, diagonal kept as SAR does; ``score = A @ S``. The similarity is
+    dense ``n_items x n_items`` float32, as in SAR. Where SAR yields NaN (an item whose own
+    count is below ``threshold``), this yields 0.
+
+    ``affinity_`` holds SAR's affinity exactly (float64); ``score`` uses it times
+    ``2 ** (age of the user's latest event / hl)`` per user, the same ranking without float32
+    underflow (at a 7-day half-life, most ml-1m users' affinities are below 1e-30).
+    """
+
+    name: ClassVar[str] = "sar"
+    half_life_days: float = 30.0  # SAR's default time_decay_coefficient
+    similarity: Literal["jaccard", "lift", "cooccurrence"] = "jaccard"
+    threshold: int = 1  # SAR's default: keep every co-occurrence
+    weight_by_value: bool = False  # affinity sums event values (ratings) instead of 1s
+
+    def _fit(self, data: Interactions) -> None:
+        if self.similarity not in ("jaccard", "lift", "cooccurrence"):
+            raise ValueError(f"unknown similarity {self.similarity!r}")
+        if self.threshold < 1:
+            raise ValueError("threshold cannot be < 1")
+        values = data.values.astype(np.float64) if self.weight_by_value else np.ones(len(data.users))
+        self.affinity_ = _summed(data, values * decay(data.age_days(), self.half_life_days))
+        scaled = values * decay(_ages(data, from_user_latest=True), self.half_life_days)
+        self.profile_ = _summed(data, scaled).astype(np.float32)
+        binary = data.matrix()
+        cooccurrence = (binary.T @ binary).tocsr()
+        if self.threshold > 1:
+            cooccurrence = cooccurrence.multiply(cooccurrence >= self.threshold).tocsr()
+        counts = cooccurrence.diagonal().astype(np.float64)
+        dense = cooccurrence.toarray().astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if self.similarity == "jaccard":
+                dense /= counts[None, :] + counts[:, None] - dense
+            elif self.similarity == "lift":
+                dense /= counts[None, :] * counts[:, None]
+        self.similarity_ = np.nan_to_num(dense, nan=0.0, posinf=0.0).astype(np.float32)
+
+    def _score_batch(self, rows: np.ndarray) -> np.ndarray:
+        return self.profile_[rows] @ self.similarity_
+
+
+def _summed(data: Interactions, weights: np.ndarray) -> sp.csr_matrix:
+    """User x item float64 CSR of ``weights`` summed over each pair's events."""
+    matrix = sp.csr_matrix((weights, (data.users, data.items)), shape=(data.n_users, data.n_items))
+    matrix.sum_duplicates()
+    return matrix
+
+
+# ---------------------------------------------------------------- EASE
+
+
+@dataclass
+class EASE(Recommender):
+    """Steck's EASE^R: ``B = argmin |X - XB|^2 + reg |B|^2`` s.t. ``diag(B) = 0``.
+
+    Closed form on the binary matrix: ``P = (X^T X + reg I)^-1``, ``B_ij = -P_ij / P_jj``,
+    ``B_jj = 0``; ``score = X_u @ B``. The inverse is float64 via Cholesky (``G`` is
+    symmetric positive definite), half the work of RecBole's ``np.linalg.inv``, same result
+    to float64 rounding; ``B`` is kept as float32.
+    """
+
+    name: ClassVar[str] = "ease"
+    reg: float = 250.0  # lambda of BENCHMARK.md's ml-1m P2 anchor (P1 prefers far more)
+
+    def _fit(self, data: Interactions) -> None:
+        if self.reg <= 0:
+            raise ValueError(f"reg must be positive, got {self.reg}")
+        binary = data.matrix()
+        gram = (binary.T @ binary).toarray().astype(np.float64)
+        gram[np.diag_indices_from(gram)] += self.reg
+        inverse = spd_inverse(gram)
+        # B[:, j] = -P[:, j] / P[j, j], straight into float32.
+        weights = np.empty(inverse.shape, dtype=np.float32)
+        np.multiply(inverse, -1.0 / np.diag(inverse)[None, :], out=weights, casting="same_kind")
+        np.fill_diagonal(weights, 0.0)
+        self.profile_ = binary
+        self.weights_ = weights
+
+    def _score_batch(self, rows: np.ndarray) -> np.ndarray:
+        return self.profile_[rows] @ self.weights_
+
+
+def spd_inverse(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a symmetric positive definite float64 matrix (LAPACK potrf + potri).
+
+    Only one triangle of ``matrix`` is read; a C-ordered ``matrix`` is overwritten."""
+    # The transpose of a symmetric C-ordered matrix is itself in Fortran order: no copy.
+    factor, info = lapack.dpotrf(matrix.T, lower=False, clean=False, overwrite_a=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"matrix is not positive definite (potrf info {info})")
+    inverse, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"inversion failed (potri info {info})")
+    # potri fills the upper triangle only: mirror it into the lower one.
+    np.copyto(inverse, inverse.T, where=np.tri(len(inverse), k=-1, dtype=bool))
+    return inverse
+
+
+# ---------------------------------------------------------------- combined scorer
+
+
+LMScores = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class CombinedScorer(Recommender):
+    """``I(t) = I0 * exp(-k t) + alpha * LM_score``.
+
+    The decayed part is ``base`` (normally ``DecayedItemKNN``: its profile is
+    ``I0 * 2 ** (-t / half_life) = I0 * exp(-k t)`` with ``k = ln 2 / half_life``); the LM part
+    is ``lm_scores(rows) -> (len(rows), n_items)``, a hook the language-model backend fills.
+
+    Normalisation: both parts are min-max scaled per user row over all items, to [0, 1]
+    (a constant row becomes all 0). Raw base scores grow with the length and recency of a
+    user's history, so without it one ``alpha`` would mean a different LM weight for every
+    user; after it ``alpha`` is the LM's weight relative to the full spread of the user's
+    base scores (``alpha = 1``: equal say). The scaling is increasing per row, so with
+    ``alpha = 0`` or no hook the ranking is exactly ``base``'s. ``normalize_lm = False``
+    adds the hook's raw scores instead (for scores already on a fixed scale, e.g. cosine).
+    """
+
+    name: ClassVar[str] = "combined"
+    base: Recommender = field(default_factory=lambda: DecayedItemKNN())
+    alpha: float = 0.0  # weight of the LM part
+    lm_scores: LMScores | None = None  # rows -> (len(rows), n_items) LM scores
+    normalize_lm: bool = True
+
+    def _fit(self, data: Interactions) -> None:
+        self.base.fit(data)
+
+    def _score_batch(self, rows: np.ndarray) -> np.ndarray:
+        scores = minmax_rows(self.base.score(rows))
+        if self.alpha != 0.0 and self.lm_scores is not None:
+            lm = np.asarray(self.lm_scores(rows), dtype=np.float32)
+            if lm.shape != scores.shape:
+                raise ValueError(f"lm_scores returned shape {lm.shape}, expected {scores.shape}")
+            scores += np.float32(self.alpha) * (minmax_rows(lm) if self.normalize_lm else lm)
+        return scores
+
+
+def minmax_rows(scores: np.ndarray) -> np.ndarray:
+    """Each row scaled to [0, 1] (``(s - min) / (max - min)``); constant rows become 0."""
+    scores = np.asarray(scores, dtype=np.float32)
+    low = scores.min(axis=1, keepdims=True)
+    spread = scores.max(axis=1, keepdims=True) - low
+    return np.divide(scores - low, spread, out=np.zeros_like(scores), where=spread > 0)
+
+
+# ---------------------------------------------------------------- registry
+
+
+MODELS: dict[str, type[Recommender]] = {
+    model.name: model
+    for model in (Popularity, DecayedPopularity, ItemKNN, DecayedItemKNN, SAR, EASE, CombinedScorer)
+}
+
+
+def make(name: str, **params: object) -> Recommender:
+    """A model by registry name with the given hyperparameters (others at their defaults)."""
+    try:
+        model = MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}") from None
+    return model(**params)

@@ -1,0 +1,408 @@
+"""Tests of models.baselines on tiny hand-built interactions with hand-computed scores."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import models.baselines as baselines
+from features.contract import TIMESTAMP_DTYPE
+from models.baselines import (
+    EASE,
+    MODELS,
+    SAR,
+    CombinedScorer,
+    DecayedItemKNN,
+    DecayedPopularity,
+    ItemKNN,
+    Popularity,
+    cosine_topk,
+    decay,
+    latest_decay_matrix,
+    make,
+    minmax_rows,
+    spd_inverse,
+)
+from models.interactions import SECONDS_PER_DAY, Interactions
+
+T0 = 1_000_000_000  # epoch seconds of day 0
+
+
+def interactions(events: list[tuple]) -> Interactions:
+    """Interactions from (user, item, day) or (user, item, day, value) tuples."""
+    rows = [(*e, 1.0) if len(e) == 3 else e for e in events]
+    users, items, days, values = zip(*rows)
+    seconds = T0 + np.round(np.array(days, dtype=np.float64) * SECONDS_PER_DAY).astype("int64")
+    frame = pd.DataFrame(
+        {
+            "user_id": np.array(users, dtype="int64"),
+            "item_id": np.array(items, dtype="int64"),
+            "event_type": ["rating"] * len(rows),
+            "value": np.array(values, dtype="float64"),
+            "timestamp": pd.to_datetime(seconds, unit="s", utc=True).astype(TIMESTAMP_DTYPE),
+        }
+    )
+    return Interactions.from_events(frame)
+
+
+def all_rows(data: Interactions) -> np.ndarray:
+    return np.arange(data.n_users)
+
+
+# Four users, three items (users 0-3 and items 0-2 are also rows and columns):
+#   u0: i0 i1 / u1: i0 i1 i2 / u2: i0 / u3: i2
+# counts n0 = 3, n1 = 2, n2 = 2; co-occurrences c01 = 2, c02 = 1, c12 = 1.
+SMALL = [(0, 0, 0), (0, 1, 0), (1, 0, 0), (1, 1, 0), (1, 2, 0), (2, 0, 0), (3, 2, 0)]
+COS01 = 2 / math.sqrt(3 * 2)
+COS02 = 1 / math.sqrt(3 * 2)
+COS12 = 1 / math.sqrt(2 * 2)
+
+
+def random_interactions(seed: int = 0, users: int = 30, items: int = 15, events: int = 200) -> Interactions:
+    rng = np.random.default_rng(seed)
+    return interactions(
+        list(
+            zip(
+                rng.integers(0, users, events).tolist(),
+                rng.integers(0, items, events).tolist(),
+                rng.uniform(0, 100, events).tolist(),
+                rng.integers(1, 6, events).astype(float).tolist(),
+            )
+        )
+    )
+
+
+# ---------------------------------------------------------------- contract and registry
+
+
+def test_registry_names_match_classes_and_make_passes_params() -> None:
+    assert set(MODELS) == {"pop", "pop_decay", "itemknn", "itemknn_decay", "sar", "ease", "combined"}
+    for name, model in MODELS.items():
+        assert model.name == name
+    knn = make("itemknn", k=5, shrink=2.0)
+    assert isinstance(knn, ItemKNN) and (knn.k, knn.shrink) == (5, 2.0)
+    assert make("ease").reg == 250.0
+    with pytest.raises(ValueError, match="unknown model"):
+        make("nope")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_scores_float32_rows_in_the_order_asked(name: str) -> None:
+    data = random_interactions()
+    model = make(name).fit(data)
+    scores = model.score(np.array([3, 0, 7]))
+    assert scores.dtype == np.float32 and scores.shape == (3, data.n_items)
+    assert np.all(np.isfinite(scores))
+    np.testing.assert_array_equal(scores, model.score(all_rows(data))[[3, 0, 7]])
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_fitting_twice_gives_identical_scores(name: str) -> None:
+    data = random_interactions(seed=1)
+    first = make(name).fit(data).score(all_rows(data))
+    second = make(name).fit(data).score(all_rows(data))
+    np.testing.assert_array_equal(first, second)
+
+
+def test_scoring_in_batches_equals_scoring_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = random_interactions(seed=2)
+    model = EASE(reg=5.0).fit(data)
+    whole = model.score(all_rows(data))
+    monkeypatch.setattr(baselines, "BATCH_ROWS", 4)
+    np.testing.assert_array_equal(model.score(all_rows(data)), whole)
+
+
+def test_scoring_before_fit_raises() -> None:
+    with pytest.raises(RuntimeError, match="fitted"):
+        ItemKNN().score(np.array([0]))
+
+
+def test_scoring_rows_outside_the_fitting_data_raises() -> None:
+    data = interactions(SMALL)
+    model = Popularity().fit(data)
+    for rows in (data.rows_of(np.array([99])), np.array([data.n_users])):
+        with pytest.raises(ValueError, match="rows must lie"):
+            model.score(rows)
+    assert model.score(np.array([], dtype=np.int64)).shape == (0, data.n_items)
+
+
+# ---------------------------------------------------------------- popularity
+
+
+def test_popularity_counts_distinct_users() -> None:
+    # Item 10 by three users (one of them twice), item 20 by one, item 30 by one.
+    data = interactions([(1, 10, 0), (1, 20, 1), (2, 10, 2), (2, 10, 3), (2, 30, 4), (3, 10, 5)])
+    scores = Popularity().fit(data).score(all_rows(data))
+    np.testing.assert_array_equal(scores, np.tile([3.0, 1.0, 1.0], (3, 1)))
+
+
+def test_decayed_popularity_halves_per_half_life_and_sums_events() -> None:
+    # now = day 20. Item 0: day 20 (1) + day 13 (one half-life: 0.5);
+    # item 1: day 6 (two half-lives: 0.25) + a repeat on day 20 by the same user (1).
+    data = interactions([(1, 0, 20), (2, 0, 13), (1, 1, 6), (1, 1, 20)])
+    scores = DecayedPopularity(half_life_days=7.0).fit(data).score(np.array([0]))
+    np.testing.assert_allclose(scores, [[1.5, 1.25]], rtol=1e-6)
+
+
+def test_decay_weighs_future_events_one() -> None:
+    np.testing.assert_allclose(decay(np.array([-3.0, 0.0, 7.0, 14.0]), 7.0), [1.0, 1.0, 0.5, 0.25])
+    with pytest.raises(ValueError):
+        decay(np.array([1.0]), 0.0)
+
+
+# ---------------------------------------------------------------- item-KNN
+
+
+def test_itemknn_cosine_scores_sum_similarities_of_the_profile() -> None:
+    data = interactions(SMALL)
+    model = ItemKNN(k=250).fit(data)
+    expected_w = np.array([[0, COS01, COS02], [COS01, 0, COS12], [COS02, COS12, 0]])
+    np.testing.assert_allclose(model.similarity_.toarray(), expected_w, rtol=1e-5)
+    # u0 holds i0 and i1: item j scores W[0, j] + W[1, j].
+    np.testing.assert_allclose(
+        model.score(np.array([0]))[0], [COS01, COS01, COS02 + COS12], rtol=1e-5
+    )
+
+
+def test_itemknn_shrink_enters_the_denominator() -> None:
+    model = ItemKNN(k=250, shrink=1.0).fit(interactions(SMALL))
+    assert model.similarity_[0, 1] == pytest.approx(2 / (math.sqrt(6) + 1), rel=1e-5)
+
+
+def test_itemknn_keeps_top_k_neighbours_per_scored_item_column() -> None:
+    # k = 1: column j keeps its one most similar item. Column 0: i1 (0.82 > 0.41);
+    # column 1: i0 (0.82 > 0.5); column 2: i1 (0.5 > 0.41). No column keeps i2, so a user
+    # holding only i2 (u3) gets nothing; pruning per row would have kept W[2, 1].
+    model = ItemKNN(k=1).fit(interactions(SMALL))
+    w = model.similarity_.toarray()
+    expected = np.zeros((3, 3))
+    expected[1, 0], expected[0, 1], expected[1, 2] = COS01, COS01, COS12
+    np.testing.assert_allclose(w, expected, rtol=1e-5)
+    np.testing.assert_array_equal(model.score(np.array([3])), np.zeros((1, 3), np.float32))
+    np.testing.assert_allclose(model.score(np.array([2]))[0], [0, COS01, 0], rtol=1e-5)
+
+
+def test_itemknn_ties_at_the_kth_neighbour_go_to_the_lower_item() -> None:
+    # cos(0, 1) = cos(0, 2) = 1 / sqrt(2): with k = 1, column 0 keeps item 1.
+    data = interactions([(0, 0, 0), (0, 1, 0), (1, 0, 0), (1, 2, 0), (2, 3, 0)])
+    w = ItemKNN(k=1).fit(data).similarity_
+    assert w[1, 0] == pytest.approx(1 / math.sqrt(2), rel=1e-5)
+    assert w[2, 0] == 0.0
+
+
+def recbole_reference(matrix: np.ndarray, k: int, shrink: float) -> np.ndarray:
+    """RecBole's ComputeSimilarity, one column at a time (float32, as RecBole)."""
+    matrix = matrix.astype(np.float32)
+    n = matrix.shape[1]
+    norms = np.sqrt((matrix**2).sum(axis=0))
+    w_all = np.zeros((n, n), dtype=np.float32)
+    for j in range(n):
+        w = matrix.T @ matrix[:, j]
+        w[j] = 0.0
+        w = w / (norms[j] * norms + shrink + 1e-6)
+        top = np.argsort(-w, kind="stable")[: min(k, n)]
+        top = top[w[top] != 0.0]
+        w_all[top, j] = w[top]
+    return w_all
+
+
+@pytest.mark.parametrize(("k", "shrink", "scale"), [(3, 0.0, 1.0), (5, 2.5, 1.0), (50, 0.0, 0.01)])
+def test_cosine_topk_matches_recbole_column_by_column(k: int, shrink: float, scale: float) -> None:
+    # Continuous values, so no ties: the top-k sets are unambiguous. At scale 0.01 the norms
+    # are small enough for RecBole's 1e-6 in the denominator to show.
+    rng = np.random.default_rng(7)
+    dense = scale * rng.random((40, 12)) * (rng.random((40, 12)) < 0.4)
+    got = cosine_topk(sp.csr_matrix(dense), k, shrink).toarray()
+    np.testing.assert_allclose(got, recbole_reference(dense, k, shrink), rtol=1e-6, atol=0)
+    assert ((got != 0).sum(axis=0) <= k).all()
+
+
+# Decay fixture: u0 saw i0 thirty days before now and i1 now. i2 is i0's close neighbour
+# (cos 0.82), i3 is i1's weaker one (cos 0.5); i0 and i3, i1 and i2 never co-occur.
+DECAY = [
+    (0, 0, 0), (0, 1, 30),
+    (1, 0, 0), (1, 2, 0),
+    (2, 0, 0), (2, 2, 0),
+    (3, 1, 0), (3, 3, 0),
+    (4, 3, 0),
+]
+
+
+def test_decayed_profile_ranks_the_recent_items_neighbour_first() -> None:
+    data = interactions(DECAY)
+    plain = ItemKNN().fit(data).score(np.array([0]))[0]
+    decayed = DecayedItemKNN(half_life_days=7.0).fit(data).score(np.array([0]))[0]
+    assert plain[2] > plain[3]  # without decay, the older item's closer neighbour wins
+    assert decayed[3] > decayed[2]
+    # Score ratio: (1 * cos13) / (2 ** (-30 / 7) * cos02).
+    expected = 0.5 / (2 ** (-30 / 7) * (2 / math.sqrt(6)))
+    assert decayed[3] / decayed[2] == pytest.approx(expected, rel=1e-5)
+
+
+def test_decayed_profile_uses_the_latest_event_on_each_item() -> None:
+    # u0 re-watches i0 on day 23: one half-life before now instead of 30 days.
+    data = interactions([*DECAY, (0, 0, 23)])
+    profile = latest_decay_matrix(data, 7.0).toarray()
+    np.testing.assert_allclose(profile[0], [0.5, 1.0, 0.0, 0.0], rtol=1e-12)
+    np.testing.assert_allclose(profile[1], [2 ** (-30 / 7), 0, 2 ** (-30 / 7), 0], rtol=1e-12)
+    # From each user's latest event: u1's row is scaled by 2 ** (30 / 7), u0's unchanged.
+    relative = latest_decay_matrix(data, 7.0, from_user_latest=True).toarray()
+    np.testing.assert_allclose(relative[0], profile[0], rtol=1e-12)
+    np.testing.assert_allclose(relative[1], [1.0, 0.0, 1.0, 0.0], rtol=1e-12)
+
+
+def test_decayed_itemknn_keeps_ranking_users_whose_weights_would_underflow() -> None:
+    # u9's events are ~3 years before now with a one-day half-life: 2 ** -1095 is 0 even in
+    # float64, yet their ranking must still follow recency (i1 newer than i0).
+    old = [(9, 0, 0), (9, 1, 1)]
+    data = interactions([*[(u, i, 1100) for u, i, _ in DECAY], *old])
+    assert latest_decay_matrix(data, 1.0).toarray()[data.rows_of(np.array([9]))[0]].max() == 0.0
+    row = data.rows_of(np.array([9]))
+    scores = DecayedItemKNN(half_life_days=1.0).fit(data).score(row)[0]
+    assert scores[3] > scores[2] > 0
+
+
+# ---------------------------------------------------------------- SAR
+
+
+J01, J02, J12 = 2 / (3 + 2 - 2), 1 / (3 + 2 - 1), 1 / (2 + 2 - 1)
+
+
+def sar_data() -> Interactions:
+    # SMALL's pairs, timed: now = day 60. u0: i0 now (weight 1), i1 thirty days ago (0.5)
+    # and again sixty days ago (0.25), so A[u0] = [1, 0.75, 0]; values 4, 2, 2.
+    events = [(0, 0, 60, 4.0), (0, 1, 30, 2.0), (0, 1, 0, 2.0)]
+    events += [(u, i, 60, 1.0) for u, i, _ in SMALL if u != 0]
+    return interactions(events)
+
+
+def test_sar_jaccard_similarity_and_decayed_affinity() -> None:
+    model = SAR(half_life_days=30.0).fit(sar_data())
+    expected_s = np.array([[1, J01, J02], [J01, 1, J12], [J02, J12, 1]])
+    np.testing.assert_allclose(model.similarity_, expected_s, rtol=1e-6)
+    np.testing.assert_allclose(model.affinity_.toarray()[0], [1.0, 0.75, 0.0], rtol=1e-12)
+    np.testing.assert_allclose(
+        model.score(np.array([0]))[0],
+        [1 + 0.75 * J01, J01 + 0.75, J02 + 0.75 * J12],
+        rtol=1e-6,
+    )
+
+
+def test_sar_weighs_by_value_when_asked() -> None:
+    model = SAR(half_life_days=30.0, weight_by_value=True).fit(sar_data())
+    # 4 * 1, 2 * 0.5 + 2 * 0.25
+    np.testing.assert_allclose(model.affinity_.toarray()[0], [4.0, 1.5, 0.0], rtol=1e-12)
+
+
+def test_sar_lift_cooccurrence_and_threshold() -> None:
+    data = sar_data()
+    lift = SAR(similarity="lift").fit(data).similarity_
+    assert lift[0, 1] == pytest.approx(2 / (3 * 2)) and lift[1, 2] == pytest.approx(1 / 4)
+    counts = SAR(similarity="cooccurrence").fit(data).similarity_
+    np.testing.assert_array_equal(counts, [[3, 2, 1], [2, 2, 1], [1, 1, 2]])
+    # threshold 2 drops the single co-occurrences (c02, c12).
+    pruned = SAR(threshold=2).fit(data).similarity_
+    np.testing.assert_allclose(pruned, [[1, J01, 0], [J01, 1, 0], [0, 0, 1]], rtol=1e-6)
+    with pytest.raises(ValueError):
+        SAR(similarity="cosine").fit(data)
+
+
+# ---------------------------------------------------------------- EASE
+
+
+def test_ease_matches_a_direct_numpy_computation_with_zero_diagonal() -> None:
+    data = random_interactions(seed=3)
+    model = EASE(reg=4.0).fit(data)
+    x = data.matrix().toarray().astype(np.float64)
+    p = np.linalg.inv(x.T @ x + 4.0 * np.eye(data.n_items))
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    assert np.all(np.diag(model.weights_) == 0.0)
+    np.testing.assert_allclose(model.weights_, b, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(model.score(all_rows(data)), x @ b, rtol=1e-5, atol=1e-6)
+
+
+def test_ease_recovers_a_cooccurrence_pattern() -> None:
+    # Items 0 and 1 always together (5 users), items 2 and 3 always together (3 users).
+    # G is block diagonal, so B[0, 1] = 5 / (5 + reg) and B[0, 2] = 0.
+    events = [(u, i, 0) for u in range(5) for i in (0, 1)]
+    events += [(u, i, 0) for u in range(5, 8) for i in (2, 3)]
+    events += [(8, 0, 0)]  # a user with item 0 alone
+    data = interactions(events)
+    model = EASE(reg=1.0).fit(data)
+    # With user 8, n0 = 6: G = [[7, 5], [5, 6]] -> B[0, 1] = 5 / 7, B[1, 0] = 5 / 6.
+    assert model.weights_[0, 1] == pytest.approx(5 / 7, rel=1e-5)
+    assert model.weights_[1, 0] == pytest.approx(5 / 6, rel=1e-5)
+    assert model.weights_[2, 3] == pytest.approx(3 / 4, rel=1e-5)
+    assert np.all(model.weights_[:2, 2:] == 0) and np.all(model.weights_[2:, :2] == 0)
+    scores = model.score(data.rows_of(np.array([8])))[0]
+    assert np.argmax(np.where([False, True, True, True], scores, -np.inf)) == 1
+
+
+def test_spd_inverse_matches_numpy() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(30, 30))
+    g = a @ a.T + 30 * np.eye(30)
+    np.testing.assert_allclose(spd_inverse(g.copy()), np.linalg.inv(g), rtol=1e-10, atol=1e-14)
+    with pytest.raises(np.linalg.LinAlgError):
+        spd_inverse(-np.eye(3))
+
+
+# ---------------------------------------------------------------- combined scorer
+
+
+def test_minmax_rows_maps_each_row_to_unit_range_and_constant_rows_to_zero() -> None:
+    got = minmax_rows(np.array([[2.0, 4.0, 3.0], [5.0, 5.0, 5.0]], dtype=np.float32))
+    np.testing.assert_array_equal(got, [[0.0, 1.0, 0.5], [0.0, 0.0, 0.0]])
+
+
+def ranking(scores: np.ndarray) -> np.ndarray:
+    return np.argsort(-scores, axis=1, kind="stable")
+
+
+def test_combined_with_alpha_zero_or_no_hook_ranks_as_its_base() -> None:
+    data = random_interactions(seed=4)
+    base = DecayedItemKNN(half_life_days=10.0).fit(data).score(all_rows(data))
+
+    def must_not_be_called(rows: np.ndarray) -> np.ndarray:
+        raise AssertionError("lm_scores called with alpha = 0")
+
+    for combined in (
+        CombinedScorer(DecayedItemKNN(half_life_days=10.0)),
+        CombinedScorer(DecayedItemKNN(half_life_days=10.0), alpha=0.0, lm_scores=must_not_be_called),
+        CombinedScorer(DecayedItemKNN(half_life_days=10.0), alpha=0.7, lm_scores=None),
+    ):
+        scores = combined.fit(data).score(all_rows(data))
+        np.testing.assert_array_equal(ranking(scores), ranking(base))
+        assert scores.min() >= 0.0 and scores.max() <= 1.0
+
+
+def test_combined_is_moved_by_lm_scores_when_alpha_is_positive() -> None:
+    data = interactions(DECAY)
+    n = data.n_items
+    seen_rows: list[np.ndarray] = []
+
+    def lm(rows: np.ndarray) -> np.ndarray:
+        seen_rows.append(rows)
+        scores = np.zeros((len(rows), n), dtype=np.float32)
+        scores[:, 2] = 10.0  # the LM loves item 2
+        return scores
+
+    rows = np.array([0])
+    base = CombinedScorer(DecayedItemKNN(half_life_days=7.0)).fit(data).score(rows)[0]
+    assert base[3] > base[2]
+    combined = CombinedScorer(DecayedItemKNN(half_life_days=7.0), alpha=2.0, lm_scores=lm).fit(data)
+    scores = combined.score(rows)[0]
+    assert scores[2] > scores[3]
+    np.testing.assert_allclose(scores, base + 2.0 * np.array([0, 0, 1, 0]), rtol=1e-6)
+    np.testing.assert_array_equal(seen_rows[-1], rows)
+
+
+def test_combined_rejects_lm_scores_of_the_wrong_shape() -> None:
+    data = interactions(DECAY)
+    model = CombinedScorer(alpha=1.0, lm_scores=lambda rows: np.zeros((len(rows), 2))).fit(data)
+    with pytest.raises(ValueError, match="shape"):
+        model.score(np.array([0]))
