@@ -104,11 +104,32 @@ class EvaluateConfig(_Strict):
     out_dir: Path = Path("reports/evaluation")
 
 
+class StoreConfig(_Strict):
+    """Where Feast keeps its registry and online store."""
+
+    profile: Literal["local", "production"] = "local"
+    project: str = "decayrec"
+    local_dir: Path = Path("data/feast")  # local: registry.db and online.db (SQLite)
+    redis: str = "127.0.0.1:6379,db=0"  # production online store
+    postgres: str = "postgresql+psycopg://postgres@127.0.0.1:5432/test"  # production registry
+    postgres_schema: str = "public"
+
+
+class FeaturesConfig(_Strict):
+    user_half_life_days: float = 30.0
+    item_short_half_life_days: float = 7.0
+    item_long_half_life_days: float = 90.0
+    windows_days: tuple[int, ...] = (7, 30)
+    out_dir: Path = Path("data/features")
+    store: StoreConfig = StoreConfig()
+
+
 class Params(_Strict):
     data: DataConfig = DataConfig()
     validate_: ValidationConfig = Field(ValidationConfig(), alias="validate")
     split: SplitConfig = SplitConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    features: FeaturesConfig = FeaturesConfig()
 
     @property
     def validation(self) -> ValidationConfig:

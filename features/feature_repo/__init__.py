@@ -1,0 +1,1 @@
+"""decayrec's Feast feature repository."""
