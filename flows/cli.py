@@ -81,6 +81,13 @@ def cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_features(args: argparse.Namespace) -> int:
+    from flows.steps import features_step
+
+    features_step(_params(args))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from flows.steps import evaluate_step
 
@@ -153,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("run", cmd_run, "the main job: ingest, validate and split the configured data set")
     add("ingest", cmd_ingest, "read the data set into canonical Parquet tables")
     add("split", cmd_split, "write the P0/P1/P2 evaluation splits")
+    add("features", cmd_features, "compute decayed features, apply the Feast repo, load the online store")
     evaluate = add("evaluate", cmd_evaluate, "tune, refit and test every baseline; write the report")
     evaluate.add_argument("--protocol", choices=["P0", "P1", "P2"], help="one protocol (default: evaluate.protocols)")
     check = add("validate", cmd_validate, "validate the ingested tables, or any event file with --events")
@@ -173,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("great_expectations", "py.warnings"):
+    for noisy in ("great_expectations", "py.warnings", "feast"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         return args.func(args)

@@ -154,6 +154,15 @@ def rebase(params: Params, dataset: str) -> Params:
             ),
             "split": params.split.model_copy(update={"out_dir": data_root / "splits"}),
             "evaluate": params.evaluate.model_copy(update={"out_dir": reports / "evaluation"}),
+            "features": params.features.model_copy(
+                update={
+                    "out_dir": data_root / "features",
+                    "store": params.features.store.model_copy(
+                        update={"project": f"{params.features.store.project}_{dataset.replace('-', '_')}",
+                                "local_dir": data_root / "feast"}
+                    ),
+                }
+            ),
         }
     )
 

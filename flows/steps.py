@@ -171,3 +171,25 @@ def evaluate_step(params: Params, protocols: list[str] | None = None) -> dict:
     metrics = write_report(results, params.data.dataset, cfg.out_dir, cfg.k[0])
     log.info("evaluate: report in %s", cfg.out_dir)
     return metrics
+
+
+def features_step(params: Params) -> dict:
+    """Build the decayed feature tables, register them in Feast and load the online store."""
+    from features.feature_repo.definitions import repository
+    from features.store import apply, build, materialize, open_store, write_tables
+
+    cfg = params.features
+    events = pd.read_parquet(params.validation.validated_dir / "events.parquet")
+    items = pd.read_parquet(params.validation.validated_dir / "items.parquet")
+    log.info("features: computing decayed user and item state from %s events", f"{len(events):,}")
+    tables = build(events, items, cfg)
+    with staged_dir(cfg.out_dir) as out:
+        write_tables(tables, out)
+    store = open_store(cfg.store)
+    apply(store, repository(cfg.out_dir))
+    first, last = events["timestamp"].min(), events["timestamp"].max()
+    # One second past the last event: Feast's window excludes its end.
+    materialize(store, first.to_pydatetime(), (last + pd.Timedelta(seconds=1)).to_pydatetime())
+    summary = {name: int(len(table)) for name, table in tables.items()}
+    log.info("features: %s rows -> %s, online store (%s profile) loaded", summary, cfg.out_dir, cfg.store.profile)
+    return summary

@@ -90,3 +90,23 @@ def test_ml_1m_ingests_validates_and_splits_as_published(params_for):
     assert splits["P2"]["test"]["rows"] == 6_040
     assert splits["P1"]["test"]["evaluable_users"] == 1_143
     assert sum(splits["P0"][part]["rows"] for part in ("train", "valid", "test")) == 834_449
+
+
+def test_features_step_loads_the_online_store(csv_params, tmp_path):
+    from features.store import online_users, open_store
+    from flows.steps import features_step
+
+    store_cfg = csv_params.features.store.model_copy(update={"local_dir": tmp_path / "feast"})
+    params = csv_params.model_copy(
+        update={"features": csv_params.features.model_copy(update={"out_dir": tmp_path / "features", "store": store_cfg})}
+    )
+    ingest_step(params)
+    validate_step(params)
+    summary = features_step(params)
+    validated = pd.read_parquet(params.validation.validated_dir / "events.parquet")
+    assert summary["user_interest"] >= validated["user_id"].nunique()
+    users = sorted(validated["user_id"].unique())
+    online = online_users(open_store(store_cfg), users)
+    last = validated.groupby("user_id")["timestamp"].max().sort_index()
+    expected = (last.dt.tz_localize(None).to_numpy("datetime64[us]").astype("int64") // 1_000_000).tolist()
+    assert online["last_event_s"].tolist() == expected
