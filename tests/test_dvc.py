@@ -1,6 +1,6 @@
 """`dvc repro` on a clean clone rebuilds the committed data outputs bit for bit, then skips.
 
-Only the data stages run here (`dvc repro features`): the evaluate stage tunes every baseline
+Only the data stages run here (`dvc repro split features`): the evaluate stage tunes every baseline
 and is exercised by tests/models instead."""
 from __future__ import annotations
 
@@ -39,14 +39,14 @@ def test_repro_on_a_clean_clone_matches_the_committed_lock(tmp_path):
     env.pop("DECAYREC_DATA_MIRROR", None)
     dvc = [sys.executable, "-m", "dvc"]
 
-    first = subprocess.run([*dvc, "repro", "features"], cwd=clone, env=env, capture_output=True, text=True)
+    first = subprocess.run([*dvc, "repro", "split", "features"], cwd=clone, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout + first.stderr
     committed = yaml.safe_load((ROOT / "dvc.lock").read_text())
     rebuilt = yaml.safe_load((clone / "dvc.lock").read_text())
     assert data_outs(rebuilt) == data_outs(committed)
     assert len(data_outs(committed)) == 4
 
-    second = subprocess.run([*dvc, "repro", "features"], cwd=clone, env=env, capture_output=True, text=True)
+    second = subprocess.run([*dvc, "repro", "split", "features"], cwd=clone, env=env, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr
     for stage in ("ingest", "validate", "split", "features"):
         assert f"Stage '{stage}' didn't change, skipping" in second.stdout
