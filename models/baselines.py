@@ -14,13 +14,14 @@ Reference implementations the maths follows:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
+from features.decay import LearnedDecay, UserHalfLives, exponential, fit_user_half_lives, holdout_mask
 from models.interactions import Interactions
 
 # Rows scored per batch: bounds the dense intermediates to BATCH_ROWS x n_items.
@@ -65,11 +66,46 @@ class Recommender:
         raise NotImplementedError
 
 
-def decay(age_days: np.ndarray, half_life_days: float) -> np.ndarray:
-    """``2 ** (-age / half_life)``: 1 now, 0.5 one half-life ago; negative ages weigh 1."""
-    if half_life_days <= 0:
-        raise ValueError(f"half_life_days must be positive, got {half_life_days}")
-    return np.power(0.5, np.maximum(age_days, 0.0) / half_life_days)
+def decay(age_days: np.ndarray, half_life_days: float | np.ndarray) -> np.ndarray:
+    """``2 ** (-age / half_life)``: 1 now, 0.5 one half-life ago; negative ages weigh 1.
+
+    ``half_life_days`` may be one per event (``features.decay.exponential``)."""
+    return exponential(age_days, half_life_days)
+
+
+# "learned": a half-life per user, fitted on the fitting data (features.decay).
+HalfLife = float | Literal["learned"]
+Transition = Callable[[sp.csr_matrix], np.ndarray | sp.spmatrix]
+
+
+def user_half_lives(
+    data: Interactions, half_life_days: HalfLife, learned: LearnedDecay | dict, transition: Transition
+) -> tuple[np.ndarray, UserHalfLives | None]:
+    """Per user row, the half-life a decayed model uses, and the fit when it was learned.
+
+    A fixed half-life is repeated per user. ``"learned"`` fits one per user with
+    ``features.decay.fit_user_half_lives`` on ``data`` alone: the last ``holdout`` share of
+    its events are the targets, predicted through the model's own scoring matrix, which
+    ``transition(binary user x item matrix)`` builds from the OTHER events only, so that
+    the targets never leak into the similarity that predicts them.
+    """
+    if not isinstance(half_life_days, str):
+        decay(np.zeros(1), half_life_days)  # validates
+        return np.full(data.n_users, float(half_life_days)), None
+    if half_life_days != "learned":
+        raise ValueError(f"half_life_days must be a positive number or 'learned', got {half_life_days!r}")
+    config = LearnedDecay(**learned) if isinstance(learned, dict) else learned
+    if isinstance(config.grid_days, list):  # from YAML: a list where the dataclass has a tuple
+        config = replace(config, grid_days=tuple(config.grid_days))
+    held = holdout_mask(data.users, data.seconds, config.holdout, config.holdout_by)
+    history = sp.csr_matrix(
+        (np.ones(int((~held).sum()), dtype=np.float32), (data.users[~held], data.items[~held])),
+        shape=(data.n_users, data.n_items),
+    )
+    history.sum_duplicates()
+    history.data[:] = 1.0
+    fit = fit_user_half_lives(data.users, data.items, data.seconds, transition(history), config=config)
+    return fit.of(np.arange(data.n_users)), fit
 
 
 # ---------------------------------------------------------------- popularity
@@ -187,23 +223,34 @@ class DecayedItemKNN(ItemKNN):
 
     ``score`` is that textbook score times ``2 ** (age of the user's latest event / hl)``:
     the same ranking per user, without float32 underflow (see ``latest_decay_matrix``).
+
+    ``half_life_days="learned"`` fits a half-life per user (``user_half_lives``, settings
+    in ``learned_decay``) through this model's own cosine top-k similarity; ``half_lives_``
+    holds the half-life of each user row either way.
     """
 
     name: ClassVar[str] = "itemknn_decay"
     k: int = 250
     shrink: float = 0.0
-    half_life_days: float = 7.0  # chosen on P1 validation (BENCHMARK.md)
+    half_life_days: HalfLife = 7.0  # chosen on P1 validation (BENCHMARK.md), or "learned"
+    learned_decay: LearnedDecay | dict = field(default_factory=LearnedDecay)
 
     def _profile(self, data: Interactions, binary: sp.csr_matrix) -> sp.csr_matrix:
+        self.half_lives_, self.learned_ = user_half_lives(
+            data, self.half_life_days, self.learned_decay, lambda history: cosine_topk(history, self.k, self.shrink)
+        )
         # Scaled per user (see latest_decay_matrix): same ranking, no float32 underflow.
-        profile = latest_decay_matrix(data, self.half_life_days, from_user_latest=True)
+        half_life = self.half_lives_ if isinstance(self.half_life_days, str) else float(self.half_life_days)
+        profile = latest_decay_matrix(data, half_life, from_user_latest=True)
         return profile.astype(np.float32)
 
 
 def latest_decay_matrix(
-    data: Interactions, half_life_days: float, *, from_user_latest: bool = False
+    data: Interactions, half_life_days: float | np.ndarray, *, from_user_latest: bool = False
 ) -> sp.csr_matrix:
     """User x item float64 CSR of ``2 ** (-age / half_life)`` of each pair's latest event.
+
+    ``half_life_days``: one for all, or one per user row (a learned decay).
 
     With ``from_user_latest`` ages count from the user's own latest event instead of
     ``data.now``: every row is the textbook row times ``2 ** (age of u's latest / hl)``, a
@@ -217,8 +264,10 @@ def latest_decay_matrix(
     last[:-1] = pair[order[1:]] != pair[order[:-1]]
     latest = order[last]
     ages = _ages(data, from_user_latest)[latest]
+    half_life = np.asarray(half_life_days, dtype=np.float64)
+    half_life = half_life[data.users[latest]] if half_life.ndim else half_life
     return sp.csr_matrix(
-        (decay(ages, half_life_days), (data.users[latest], data.items[latest])),
+        (decay(ages, half_life), (data.users[latest], data.items[latest])),
         shape=(data.n_users, data.n_items),
     )
 
@@ -253,24 +302,37 @@ class SAR(Recommender):
     ``affinity_`` holds SAR's affinity exactly (float64); ``score`` uses it times
     ``2 ** (age of the user's latest event / hl)`` per user, the same ranking without float32
     underflow (at a 7-day half-life, most ml-1m users' affinities are below 1e-30).
+
+    ``half_life_days="learned"`` fits a half-life per user (``user_half_lives``, settings
+    in ``learned_decay``) through this model's own similarity; ``half_lives_`` holds the
+    half-life of each user row either way.
     """
 
     name: ClassVar[str] = "sar"
-    half_life_days: float = 30.0  # SAR's default time_decay_coefficient
+    half_life_days: HalfLife = 30.0  # SAR's default time_decay_coefficient, or "learned"
     similarity: Literal["jaccard", "lift", "cooccurrence"] = "jaccard"
     threshold: int = 1  # SAR's default: keep every co-occurrence
     weight_by_value: bool = False  # affinity sums event values (ratings) instead of 1s
+    learned_decay: LearnedDecay | dict = field(default_factory=LearnedDecay)
 
     def _fit(self, data: Interactions) -> None:
         if self.similarity not in ("jaccard", "lift", "cooccurrence"):
             raise ValueError(f"unknown similarity {self.similarity!r}")
         if self.threshold < 1:
             raise ValueError("threshold cannot be < 1")
+        self.half_lives_, self.learned_ = user_half_lives(
+            data, self.half_life_days, self.learned_decay, self._similarity
+        )
+        # Per event: its user's half-life, or the one fixed half-life (bit-identical then).
+        half_life = self.half_lives_[data.users] if isinstance(self.half_life_days, str) else float(self.half_life_days)
         values = data.values.astype(np.float64) if self.weight_by_value else np.ones(len(data.users))
-        self.affinity_ = _summed(data, values * decay(data.age_days(), self.half_life_days))
-        scaled = values * decay(_ages(data, from_user_latest=True), self.half_life_days)
+        self.affinity_ = _summed(data, values * decay(data.age_days(), half_life))
+        scaled = values * decay(_ages(data, from_user_latest=True), half_life)
         self.profile_ = _summed(data, scaled).astype(np.float32)
-        binary = data.matrix()
+        self.similarity_ = self._similarity(data.matrix())
+
+    def _similarity(self, binary: sp.csr_matrix) -> np.ndarray:
+        """SAR's dense item x item similarity from a binary user x item matrix."""
         cooccurrence = (binary.T @ binary).tocsr()
         if self.threshold > 1:
             cooccurrence = cooccurrence.multiply(cooccurrence >= self.threshold).tocsr()
@@ -281,7 +343,7 @@ class SAR(Recommender):
                 dense /= counts[None, :] + counts[:, None] - dense
             elif self.similarity == "lift":
                 dense /= counts[None, :] * counts[:, None]
-        self.similarity_ = np.nan_to_num(dense, nan=0.0, posinf=0.0).astype(np.float32)
+        return np.nan_to_num(dense, nan=0.0, posinf=0.0).astype(np.float32)
 
     def _score_batch(self, rows: np.ndarray) -> np.ndarray:
         return self.profile_[rows] @ self.similarity_

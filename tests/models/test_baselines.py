@@ -10,6 +10,7 @@ import scipy.sparse as sp
 
 import models.baselines as baselines
 from features.contract import TIMESTAMP_DTYPE
+from features.decay import LearnedDecay, holdout_mask
 from models.baselines import (
     EASE,
     MODELS,
@@ -25,6 +26,7 @@ from models.baselines import (
     make,
     minmax_rows,
     spd_inverse,
+    user_half_lives,
 )
 from models.interactions import SECONDS_PER_DAY, Interactions
 
@@ -406,3 +408,78 @@ def test_combined_rejects_lm_scores_of_the_wrong_shape() -> None:
     model = CombinedScorer(alpha=1.0, lm_scores=lambda rows: np.zeros((len(rows), 2))).fit(data)
     with pytest.raises(ValueError, match="shape"):
         model.score(np.array([0]))
+
+
+# ---------------------------------------------------------------- learned decay
+
+# An infinitely sure prior centred on 7 days: "learned" must then be the fixed 7-day model.
+CERTAIN_7 = LearnedDecay(global_half_life_days=7.0, prior_strength=math.inf)
+
+
+@pytest.mark.parametrize("model", [DecayedItemKNN, SAR])
+def test_learned_decay_with_a_certain_prior_is_the_fixed_half_life(model) -> None:
+    data = random_interactions(seed=3)
+    fixed = model(half_life_days=7.0).fit(data)
+    learned = model(half_life_days="learned", learned_decay=CERTAIN_7).fit(data)
+    np.testing.assert_allclose(learned.half_lives_, 7.0, rtol=1e-12)
+    np.testing.assert_allclose(learned.score(all_rows(data)), fixed.score(all_rows(data)), rtol=1e-5)
+    np.testing.assert_allclose(fixed.half_lives_, 7.0)
+    assert fixed.learned_ is None and learned.learned_ is not None
+
+
+def test_learned_itemknn_profile_uses_each_users_own_half_life() -> None:
+    data = random_interactions(seed=4)
+    model = DecayedItemKNN(k=5, half_life_days="learned").fit(data)
+    hl = model.half_lives_
+    assert hl.shape == (data.n_users,) and np.all(np.isfinite(hl)) and np.all(hl > 0)
+    assert len(np.unique(np.round(hl, 9))) > 1  # per user, not one global value
+    expected = latest_decay_matrix(data, hl, from_user_latest=True).toarray()
+    np.testing.assert_allclose(model.profile_.toarray(), expected, rtol=1e-6)
+    np.testing.assert_allclose(model.learned_.of(np.arange(data.n_users)), hl)
+
+
+def test_learned_sar_affinity_decays_each_user_at_their_half_life() -> None:
+    data = random_interactions(seed=5)
+    model = SAR(half_life_days="learned").fit(data)
+    weights = decay(data.age_days(), model.half_lives_[data.users])
+    expected = sp.csr_matrix((weights, (data.users, data.items)), shape=(data.n_users, data.n_items)).toarray()
+    np.testing.assert_allclose(model.affinity_.toarray(), expected, rtol=1e-12)
+
+
+def test_learned_decay_settings_come_as_a_dict_from_yaml() -> None:
+    data = random_interactions(seed=6)
+    settings = {"global_half_life_days": 30.0, "prior_strength": math.inf, "grid_days": [1, 10, 100]}
+    learned = make("sar", half_life_days="learned", learned_decay=settings).fit(data)
+    np.testing.assert_allclose(learned.score(all_rows(data)), SAR(half_life_days=30.0).fit(data).score(all_rows(data)), rtol=1e-5)
+
+
+def test_unknown_half_life_strings_and_non_positive_values_raise() -> None:
+    data = random_interactions()
+    for model in (DecayedItemKNN, SAR):
+        with pytest.raises(ValueError, match="learned"):
+            model(half_life_days="auto").fit(data)
+        with pytest.raises(ValueError, match="positive"):
+            model(half_life_days=0.0).fit(data)
+
+
+def test_learned_half_lives_fit_the_transition_on_history_only() -> None:
+    data = random_interactions(seed=7)
+    config = LearnedDecay(holdout=0.25)
+    seen: list[sp.csr_matrix] = []
+
+    def transition(history: sp.csr_matrix) -> np.ndarray:
+        seen.append(history)
+        return cosine_topk(history, 5).toarray()
+
+    half_lives, fit = user_half_lives(data, "learned", config, transition)
+    held = holdout_mask(data.users, data.seconds, 0.25)
+    pairs = set(zip(data.users[~held].tolist(), data.items[~held].tolist()))
+    assert set(zip(*seen[0].nonzero())) == pairs  # the targets' pairs are not in it (unless repeated)
+    assert half_lives.shape == (data.n_users,) and fit is not None
+
+
+@pytest.mark.parametrize("model", [DecayedItemKNN, SAR])
+def test_learned_models_are_deterministic(model) -> None:
+    data = random_interactions(seed=8)
+    first = model(half_life_days="learned").fit(data).score(all_rows(data))
+    np.testing.assert_array_equal(first, model(half_life_days="learned").fit(data).score(all_rows(data)))
