@@ -8,7 +8,8 @@ example may see. ``read_users``/``read_items`` turn stored rows into values at a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,14 @@ class FeatureParams:
     item_short_half_life_days: float = 7.0
     item_long_half_life_days: float = 90.0
     windows_days: tuple[int, ...] = (7, 30)
+    # Interest each event adds, before decay: type weight x (1, or the event's value).
+    event_weights: dict[str, float] = field(default_factory=lambda: {"rating": 1.0})
+    value_mode: Literal["one", "value"] = "one"
+
+    def weights(self, event_type, value) -> np.ndarray:
+        from features.decay import event_weights
+
+        return event_weights(event_type, value, self.event_weights, self.value_mode)
 
 
 def categories_of(items: pd.DataFrame) -> list[str]:
@@ -98,6 +107,7 @@ def user_feature_table(events: pd.DataFrame, items: pd.DataFrame, params: Featur
     item_ids = events["item_id"].to_numpy()[order]
     unique_items, inverse = np.unique(item_ids, return_inverse=True)
     vectors = category_weights(items, unique_items, categories)[inverse]
+    vectors = vectors * params.weights(events["event_type"].to_numpy()[order], events["value"].to_numpy()[order])[:, None]
     with_count = np.c_[vectors, np.ones(len(keys), dtype=np.float32)]
     states = decayed_states(keys, seconds, with_count, params.user_half_life_days)
     keep = _day_last(keys, seconds)

@@ -57,7 +57,9 @@ def update_users(store: FeatureStore, events: pd.DataFrame, items: pd.DataFrame,
         for v, c, t in zip(current["interest"], current["events_decayed"].fillna(0.0), stored_t)
     ])
     seconds = _seconds(events)
-    vectors = np.c_[category_weights(items, events["item_id"].to_numpy(), categories), np.ones(len(events))]
+    weights = params.weights(events["event_type"].to_numpy(), events["value"].to_numpy())
+    weighted = category_weights(items, events["item_id"].to_numpy(), categories) * weights[:, None]
+    vectors = np.c_[weighted, np.ones(len(events))]
     state, at = _fold(stored, stored_t, keys, seconds, vectors, params.user_half_life_days)
     horizon = max(params.windows_days) * SECONDS_PER_DAY
     recent = []

@@ -152,5 +152,10 @@ def feature_params(cfg: FeaturesConfig):
     from features.interest import FeatureParams
 
     return FeatureParams(
-        cfg.user_half_life_days, cfg.item_short_half_life_days, cfg.item_long_half_life_days, tuple(cfg.windows_days)
+        cfg.user_half_life_days,
+        cfg.item_short_half_life_days,
+        cfg.item_long_half_life_days,
+        tuple(cfg.windows_days),
+        dict(cfg.event_weights),
+        cfg.value_mode,
     )

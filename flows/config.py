@@ -120,6 +120,9 @@ class FeaturesConfig(_Strict):
     item_short_half_life_days: float = 7.0
     item_long_half_life_days: float = 90.0
     windows_days: tuple[int, ...] = (7, 30)
+    # Interest an event adds before decay: weight of its type, times its value if "value".
+    event_weights: dict[str, float] = Field(default_factory=lambda: {"rating": 1.0})
+    value_mode: Literal["one", "value"] = "one"
     out_dir: Path = Path("data/features")
     store: StoreConfig = StoreConfig()
 

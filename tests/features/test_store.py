@@ -152,3 +152,20 @@ def test_decayed_interest_finds_the_new_category_where_counts_keep_the_old(drift
     decayed_new = np.mean([categories[int(np.argmax(v))] == truth.loc[u, "to_category"] for u, v in zip(latest["user_id"], latest["interest"])])
     counted_old = np.mean([categories[int(np.argmax(counts.loc[u]))] == truth.loc[u, "from_category"] for u in counts.index])
     assert decayed_new > 0.8 and counted_old > 0.8
+
+
+def test_event_weights_scale_the_interest_each_event_adds(drift):
+    weighted = FeaturesConfig(value_mode="value", event_weights={"rating": 2.0})
+    tables = build(drift.events, drift.items, weighted)
+    at = drift.events["timestamp"].max().timestamp()
+    got = as_of(latest_rows(tables["user_interest"], "user_id", at), at)
+    past = drift.events
+    times = seconds(past["timestamp"])
+    vectors = category_weights(drift.items, past["item_id"].to_numpy(), categories_of(drift.items))
+    decay = np.exp2(-(at - times) / (PARAMS.user_half_life_days * SECONDS_PER_DAY))
+    factor = 2.0 * past["value"].to_numpy() * decay
+    for user in np.unique(past["user_id"]):
+        mask = past["user_id"].to_numpy() == user
+        np.testing.assert_allclose(got[int(user)], (vectors[mask] * factor[mask, None]).sum(axis=0), rtol=1e-5)
+    with pytest.raises(ValueError, match="no weight for event type"):
+        build(drift.events, drift.items, FeaturesConfig(event_weights={"click": 1.0}))
