@@ -127,12 +127,26 @@ class FeaturesConfig(_Strict):
     store: StoreConfig = StoreConfig()
 
 
+class LMSettings(_Strict):
+    """The language model that embeds item text (models.lm.LMConfig's fields)."""
+
+    model: str = "minilm"  # minilm | smollm2 | a local model folder or .gguf file
+    kind: Literal["auto", "encoder", "decoder"] = "auto"
+    batch_size: int = 64
+    max_length: int | None = None
+    device: str = "auto"
+    progress: bool = True
+    cache_dir: Path = Path("data/embeddings/cache")
+    out: Path = Path("data/embeddings/items.npz")
+
+
 class Params(_Strict):
     data: DataConfig = DataConfig()
     validate_: ValidationConfig = Field(ValidationConfig(), alias="validate")
     split: SplitConfig = SplitConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     features: FeaturesConfig = FeaturesConfig()
+    lm: LMSettings = LMSettings()
 
     @property
     def validation(self) -> ValidationConfig:

@@ -193,3 +193,14 @@ def features_step(params: Params) -> dict:
     summary = {name: int(len(table)) for name, table in tables.items()}
     log.info("features: %s rows -> %s, online store (%s profile) loaded", summary, cfg.out_dir, cfg.store.profile)
     return summary
+
+
+def embed_step(params: Params) -> dict:
+    """Embed every item's text (only new or changed texts reach the model)."""
+    from models.embeddings import build_item_vectors
+
+    cfg = params.lm
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    report = build_item_vectors(params.validation.validated_dir / "items.parquet", cfg.out, cfg)
+    log.info("embed: %s items with %s (%s from cache) -> %s", report["items"], report["model_id"], report["cache_hits"], cfg.out)
+    return report

@@ -16,13 +16,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+DATA_STAGES = ("ingest", "validate", "split", "features")
+
+
 def data_outs(lock: dict) -> dict[str, str]:
-    return {
-        o["path"]: o["md5"]
-        for stage in lock["stages"].values()
-        for o in stage.get("outs", [])
-        if o["path"].startswith("data/")
-    }
+    return {o["path"]: o["md5"] for name in DATA_STAGES for o in lock["stages"][name].get("outs", [])}
 
 
 @pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the project's git history to clone")
@@ -48,6 +46,6 @@ def test_repro_on_a_clean_clone_matches_the_committed_lock(tmp_path):
 
     second = subprocess.run([*dvc, "repro", "split", "features"], cwd=clone, env=env, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr
-    for stage in ("ingest", "validate", "split", "features"):
+    for stage in DATA_STAGES:
         assert f"Stage '{stage}' didn't change, skipping" in second.stdout
     shutil.rmtree(clone / ".dvc" / "cache", ignore_errors=True)
