@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 
 from features.feature_repo.definitions import repository  # noqa: E402
 from features.live import update_items, update_users  # noqa: E402
-from features.store import apply, build, feature_params, materialize, online_users, open_store, write_tables  # noqa: E402
+from features.store import apply, build, drop_production, feature_params, materialize, online_users, open_store, write_tables  # noqa: E402
 from flows.config import StoreConfig, load_params  # noqa: E402
 from flows.steps import ensure_splits  # noqa: E402
 
@@ -39,19 +39,6 @@ def timed(fn) -> float:
     started = time.perf_counter()
     fn()
     return time.perf_counter() - started
-
-
-def cleanup(cfg: StoreConfig) -> None:
-    import redis
-    import sqlalchemy
-
-    client = redis.Redis(host="127.0.0.1", port=6379, db=5)
-    for key in client.scan_iter(match=f"*{cfg.project}*"):
-        client.delete(key)
-    engine = sqlalchemy.create_engine(cfg.postgres)
-    with engine.begin() as connection:
-        connection.execute(sqlalchemy.text(f'DROP SCHEMA IF EXISTS "{cfg.postgres_schema}" CASCADE'))
-    engine.dispose()
 
 
 def main() -> None:
@@ -111,7 +98,7 @@ def main() -> None:
                                                   online_users(store, event["user_id"]))))
                 out[f"single_event_to_readable_p50_ms_{label}"], out[f"single_event_to_readable_p99_ms_{label}"] = percentiles(samples)
         finally:
-            cleanup(profiles["redis"])
+            drop_production(profiles["redis"])
     out["live_update_events_per_s"] = min(out["live_update_events_per_s_sqlite"], out["live_update_events_per_s_redis"])
 
     print(f"compute 1M events: {out['compute_s']} s")

@@ -70,6 +70,23 @@ def _ensure_schema(cfg: StoreConfig) -> None:
     engine.dispose()
 
 
+def drop_production(cfg: StoreConfig) -> None:
+    """Remove a production project's online keys and its registry schema (tests, benchmarks)."""
+    import redis
+    import sqlalchemy
+
+    address, *options = cfg.redis.split(",")
+    host, port = address.rsplit(":", 1)
+    db = int(dict(o.split("=", 1) for o in options).get("db", 0))
+    client = redis.Redis(host=host, port=int(port), db=db)
+    for key in client.scan_iter(match=f"*{cfg.project}*"):
+        client.delete(key)
+    engine = sqlalchemy.create_engine(cfg.postgres)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f'DROP SCHEMA IF EXISTS "{cfg.postgres_schema}" CASCADE'))
+    engine.dispose()
+
+
 def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> None:
     """The offline store's Parquet files, one per source (``<view>.parquet``)."""
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import pytest
 from features.feature_repo.definitions import repository
 from features.interest import FeatureParams, SECONDS_PER_DAY, categories_of, category_weights, latest_rows, read_users
 from features.live import update_items, update_users
-from features.store import USER_FEATURES, apply, build, historical, materialize, online_items, online_users, open_store, write_tables
+from features.store import USER_FEATURES, apply, drop_production, build, historical, materialize, online_items, online_users, open_store, write_tables
 from features.synthetic import SyntheticConfig, make_drift_dataset
 from flows.config import FeaturesConfig, StoreConfig
 
@@ -33,16 +33,7 @@ def store_cfg(request, tmp_path):
     )
     yield FeaturesConfig(out_dir=tmp_path / "features", store=cfg)
     if request.param == "production":
-        import redis
-        import sqlalchemy
-
-        client = redis.Redis(host="127.0.0.1", port=6379, db=3)
-        for key in client.scan_iter(match=f"*{name}*"):
-            client.delete(key)
-        engine = sqlalchemy.create_engine(cfg.postgres)
-        with engine.begin() as connection:
-            connection.execute(sqlalchemy.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        engine.dispose()
+        drop_production(cfg)
 
 
 def seconds(stamps: pd.Series) -> np.ndarray:
