@@ -1,4 +1,5 @@
-"""Learned vs fixed half-lives inside the decayed baselines on ml-1m P1, and decay speed.
+"""Learned vs fixed half-lives, and the decay kinds, inside the decayed baselines on ml-1m P1,
+and decay speed.
 
     DECAYREC_DATA_MIRROR=/path/to/mirror python benchmarks/decay.py [--dataset ml-1m]
 
@@ -9,7 +10,9 @@ infinitely sure prior: one learned half-life for everyone), so that the per-user
 the learned global part can be told apart, and "learned (per-user holdout)" (each user's
 latest quarter of events as targets instead of the globally latest quarter). Validation: fit on train; test: fit on
 train + validation (BENCHMARK.md, P1). "fixed (valid-best)" is the fixed half-life a
-deployed system would pick on validation, measured on test: the fair opponent.
+deployed system would pick on validation, measured on test: the fair opponent. The other
+kinds: linear (``max(0, 1 - age / 2h)``, half weight at the same ``h``) and time windows
+(7 / 30 / 90 / 365 days weighing 8:4:2:1), ``models.baselines.Decayed``.
 
 Speed: ``decayed_sums`` over every ml-1m event (per user, and per user x genre), and the
 ``DecayState`` update throughput in batches, in time order and shuffled (late events).
@@ -40,6 +43,7 @@ from models.evaluate import context, measure, rank  # noqa: E402
 from models.protocols import encode, load_parts, tasks  # noqa: E402
 
 FIXED = [7.0, 30.0, 90.0, 365.0]
+LINEAR = [30.0, 90.0, 365.0]
 MODELS = {"itemknn_decay": {"k": 250}, "sar": {}}
 KEYS = ["ndcg_at_10", "recall_at_10", "coverage_at_10"]
 
@@ -47,6 +51,8 @@ KEYS = ["ndcg_at_10", "recall_at_10", "coverage_at_10"]
 def settings() -> list[tuple[str, dict[str, object]]]:
     """(label, half-life params) for every setting compared."""
     rows: list[tuple[str, dict[str, object]]] = [(f"fixed {h:g} d", {"half_life_days": h}) for h in FIXED]
+    rows += [(f"linear {h:g} d", {"decay": "linear", "half_life_days": h}) for h in LINEAR]
+    rows.append(("window 7/30/90/365 d", {"decay": "window"}))
     rows.append(("learned", {"half_life_days": "learned"}))
     rows.append(
         ("learned-global", {"half_life_days": "learned", "learned_decay": LearnedDecay(prior_strength=math.inf)})
@@ -63,7 +69,7 @@ def quality(parts: dict[str, pd.DataFrame], items: pd.DataFrame, cfg) -> dict:
     per_user: dict = {}  # (model, setting, phase) -> each evaluated user's NDCG@10
     for phase, task in tasks("P1", parts).items():
         target = encode(task)
-        ctx = context(target, items, cfg.segments.head_share)
+        ctx = context(target, items, cfg.segments)
         for name, base in MODELS.items():
             for label, params in settings():
                 started = time.perf_counter()

@@ -74,7 +74,7 @@ def main() -> None:
         try:
             for label, store_cfg in profiles.items():
                 store = open_store(store_cfg)
-                apply(store, repository(Path(tmp) / "features"))
+                apply(store, repository(Path(tmp) / "features", Path(tmp) / "profiles"))
                 # Users first (the 6,040-user figure), then the item view.
                 out[f"materialize_{label}_s"] = round(timed(
                     lambda: store.materialize(start_date=start, end_date=end, feature_views=["user_interest"])), 2)

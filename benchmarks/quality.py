@@ -37,7 +37,7 @@ KEYS = ["ndcg_at_10", "recall_at_10", "precision_at_10", "hit_at_10", "coverage_
 def cross_check(parts: dict[str, pd.DataFrame], items: pd.DataFrame, cfg) -> dict:
     """Our P0 figures at RecBole's own settings, and their ratio to the published ones."""
     target = encode(tasks("P0", parts)["test"])
-    ctx = context(target, items, cfg.segments.head_share)
+    ctx = context(target, items, cfg.segments)
     out = {}
     for name, (params, published) in RECBOLE.items():
         top, _ = rank(make(name, **params).fit(target.data), target, 10, cfg.score_batch)

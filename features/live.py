@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from features.interest import SECONDS_PER_DAY, FeatureParams, categories_of, category_weights
-from features.store import online_items, online_users, push
+from features.lm_profile import vector_rows
+from features.store import online_items, online_lm_profiles, online_users, push
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -106,3 +107,40 @@ def update_items(store: FeatureStore, events: pd.DataFrame, params: FeatureParam
     )
     push(store, "item_popularity_push", rows)
     return rows
+
+
+def update_lm_profiles(
+    store: FeatureStore, events: pd.DataFrame, item_ids: np.ndarray, vectors: np.ndarray, params: FeatureParams
+) -> pd.DataFrame:
+    """Fold ``events`` into the users' LM profiles online; return the pushed rows.
+
+    The stored mean times its weight is the decayed sum of vectors, so the fold is the same
+    exact one as for the interest vectors (``features.lm_profile``); events on items without
+    a vector add nothing.
+    """
+    user_ids, keys = np.unique(events["user_id"].to_numpy(), return_inverse=True)
+    current = online_lm_profiles(store, user_ids)
+    dim = vectors.shape[1]
+    stored_t = current["lm_last_event_s"].to_numpy(dtype=np.float64, na_value=np.nan)
+    weight = current["lm_weight"].to_numpy(dtype=np.float64, na_value=0.0)
+    stored = np.zeros((len(user_ids), dim + 1))
+    for row, (mean, t) in enumerate(zip(current["lm_profile"], stored_t)):
+        if mean is not None and not np.isnan(t) and len(mean) == dim:
+            stored[row] = np.r_[np.asarray(mean, dtype=np.float64) * weight[row], weight[row]]
+    rows = vector_rows(events["item_id"].to_numpy(), np.asarray(item_ids))
+    weights = params.weights(events["event_type"].to_numpy(), events["value"].to_numpy()) * (rows >= 0)
+    added = np.c_[np.where((rows >= 0)[:, None], vectors[np.maximum(rows, 0)], 0.0) * weights[:, None], weights]
+    state, at = _fold(stored, stored_t, keys, _seconds(events), added, params.user_half_life_days)
+    total = state[:, -1:]
+    mean = np.divide(state[:, :-1], total, out=np.zeros_like(state[:, :-1]), where=total > 0).astype(np.float32)
+    pushed = pd.DataFrame(
+        {
+            "user_id": user_ids.astype(np.int64),
+            "event_timestamp": _row_time(at, stored_t),
+            "lm_profile": list(mean),
+            "lm_weight": total[:, 0].astype(np.float32),
+            "lm_last_event_s": at.astype(np.int64),
+        }
+    )
+    push(store, "user_lm_profile_push", pushed)
+    return pushed

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 USER_FEATURES = [f"user_interest:{f}" for f in ("interest", "interest_share", "events_decayed", "last_event_s", "recent_event_s")]
 ITEM_FEATURES = [f"item_popularity:{f}" for f in ("popularity_short", "popularity_long", "last_event_s")]
+LM_FEATURES = [f"user_lm_profile:{f}" for f in ("lm_profile", "lm_weight", "lm_last_event_s")]
+# The views each step loads: the LM profiles come later, from the item vectors.
+DECAY_VIEWS = ("user_interest", "item_popularity")
+LM_VIEWS = ("user_lm_profile",)
 
 
 def repo_config(cfg: StoreConfig):
@@ -94,28 +98,19 @@ def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> None:
         table.to_parquet(out_dir / f"{name}.parquet", index=False)
 
 
-def empty_lm_profiles() -> pd.DataFrame:
-    import pyarrow as pa
-
-    schema = pa.schema(
-        [("user_id", pa.int64()), ("event_timestamp", pa.timestamp("us", tz="UTC")), ("lm_profile", pa.list_(pa.float32()))]
-    )
-    return schema.empty_table().to_pandas()
-
-
 def apply(store: FeatureStore, repo: Repository) -> None:
     store.apply(repo.objects())
 
 
-def materialize(store: FeatureStore, start: datetime, end: datetime) -> None:
-    """Load each view's latest state up to ``end`` into the online store.
+def materialize(store: FeatureStore, start: datetime, end: datetime, views: tuple[str, ...] = DECAY_VIEWS) -> None:
+    """Load the latest state of ``views`` up to ``end`` into the online store.
 
     A view materialised before continues from where it stopped (incremental). A new one
     starts at ``start``, the data's first timestamp: Feast's own first window (now - ttl)
     would skip history that is older than the wall clock's year.
     """
     end = end.astimezone(timezone.utc)
-    for view in store.list_feature_views():
+    for view in (store.get_feature_view(name) for name in views):
         if view.materialization_intervals:
             store.materialize_incremental(end_date=end, feature_views=[view.name])
         else:
@@ -126,6 +121,12 @@ def online_users(store: FeatureStore, user_ids) -> pd.DataFrame:
     """Stored user state, one row per id in order; users without state have nulls."""
     rows = [{"user_id": int(u)} for u in user_ids]
     return store.get_online_features(features=USER_FEATURES, entity_rows=rows).to_df()
+
+
+def online_lm_profiles(store: FeatureStore, user_ids) -> pd.DataFrame:
+    """Stored LM profiles, one row per id in order; users without one have nulls."""
+    rows = [{"user_id": int(u)} for u in user_ids]
+    return store.get_online_features(features=LM_FEATURES, entity_rows=rows).to_df()
 
 
 def online_items(store: FeatureStore, item_ids) -> pd.DataFrame:
@@ -161,7 +162,6 @@ def build(events: pd.DataFrame, items: pd.DataFrame, cfg: FeaturesConfig) -> dic
     return {
         "user_interest": user_feature_table(events, items, params),
         "item_popularity": item_feature_table(events, params),
-        "user_lm_profile": empty_lm_profiles(),
     }
 
 

@@ -24,6 +24,8 @@ class SyntheticConfig:
         n_users: Number of users (ids 1..n_users).
         n_items: Number of items (ids 1..n_items); at least n_categories.
         n_categories: Number of categories, named 'cat0', 'cat1', ...
+        category_names: Words to name the categories instead (at least n_categories), for
+            tests that read categories as text (LM topics).
         events_per_user: Ratings per user, at least 2 (one before and one after drift).
         start: First instant of the window, parsed by pd.Timestamp (naive means UTC).
         span_days: Length of the window in days.
@@ -48,6 +50,7 @@ class SyntheticConfig:
     drift_window: tuple[float, float] = (0.75, 0.85)
     # Overlapping categories, as real genres overlap, so a category is not an item id.
     two_category_share: float = 0.4
+    category_names: tuple[str, ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -63,6 +66,8 @@ class SyntheticConfig:
             "0 < late_share < 1": 0.0 < self.late_share < 1.0,
             "0 < drift_window[0] <= drift_window[1] < 1": 0.0 < lo <= hi < 1.0,
             "0 <= two_category_share <= 1": 0.0 <= self.two_category_share <= 1.0,
+            "category_names empty or >= n_categories": not self.category_names
+            or len(self.category_names) >= self.n_categories,
         }
         failed = [name for name, ok in checks.items() if not ok]
         if failed:
@@ -86,9 +91,9 @@ class SyntheticData:
     config: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
-def category_name(index: int) -> str:
-    """The name of category number `index`: 0 -> 'cat0'."""
-    return f"cat{index}"
+def category_name(index: int, names: tuple[str, ...] = ()) -> str:
+    """The name of category number `index`: ``names[index]``, or 'cat0' for 0 without names."""
+    return names[index] if names else f"cat{index}"
 
 
 def make_drift_dataset(config: SyntheticConfig | None = None) -> SyntheticData:
@@ -118,12 +123,12 @@ def make_drift_dataset(config: SyntheticConfig | None = None) -> SyntheticData:
     truth = pd.DataFrame(
         {
             "user_id": np.arange(1, config.n_users + 1, dtype=np.int64),
-            "from_category": [category_name(c) for c in from_cat],
-            "to_category": [category_name(c) for c in to_cat],
+            "from_category": [category_name(c, config.category_names) for c in from_cat],
+            "to_category": [category_name(c, config.category_names) for c in to_cat],
             "drift_time": _utc(start_us + drift_us),
         }
     )
-    return SyntheticData(events, _items_table(rng, primary, second), truth, config)
+    return SyntheticData(events, _items_table(rng, primary, second, config.category_names), truth, config)
 
 
 def _events_table(user: np.ndarray, item: np.ndarray, value: np.ndarray, stamps_us: np.ndarray) -> pd.DataFrame:
@@ -214,12 +219,14 @@ def _ratings(rng: np.random.Generator, on_interest: np.ndarray) -> np.ndarray:
     return np.clip(np.round(raw * 2.0) / 2.0, 0.5, 5.0)
 
 
-def _items_table(rng: np.random.Generator, primary: np.ndarray, second: np.ndarray) -> pd.DataFrame:
+def _items_table(
+    rng: np.random.Generator, primary: np.ndarray, second: np.ndarray, names: tuple[str, ...] = ()
+) -> pd.DataFrame:
     """The canonical items table: ids 1..n, MovieLens-style titles, category lists."""
     ids = np.arange(1, len(primary) + 1, dtype=np.int64)
     years = rng.integers(1950, 2021, size=len(ids))
     categories = [
-        [category_name(p)] + ([category_name(s)] if s >= 0 else []) for p, s in zip(primary, second)
+        [category_name(p, names)] + ([category_name(s, names)] if s >= 0 else []) for p, s in zip(primary, second)
     ]
     titles = [f"Item {i} ({y})" for i, y in zip(ids, years)]
     return items_frame(pd.Series(ids), pd.Series(titles), categories)

@@ -95,6 +95,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profiles(args: argparse.Namespace) -> int:
+    from flows.steps import profiles_step
+
+    profiles_step(_params(args))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from flows.steps import evaluate_step
 
@@ -169,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("split", cmd_split, "write the P0/P1/P2 evaluation splits")
     add("features", cmd_features, "compute decayed features, apply the Feast repo, load the online store")
     add("embed", cmd_embed, "embed item text with the language model (cached by model and text)")
+    add("profiles", cmd_profiles, "users' LM profiles (decayed mean of item vectors) into the Feast store")
     evaluate = add("evaluate", cmd_evaluate, "tune, refit and test every baseline; write the report")
     evaluate.add_argument("--protocol", choices=["P0", "P1", "P2"], help="one protocol (default: evaluate.protocols)")
     check = add("validate", cmd_validate, "validate the ingested tables, or any event file with --events")

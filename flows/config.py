@@ -91,6 +91,7 @@ class SegmentConfig(_Strict):
     cold_user_events: int = 10  # "cold": fewer than this many items in the fitting data
     active_user_share: float = 0.1  # "active": the top 10% of users by fitting items
     head_share: float = 0.2  # long tail: items outside the most popular 20% (by interactions)
+    cold_item_events: int = 10  # "cold" items: fewer than this many users in the fitting data
 
 
 class EvaluateConfig(_Strict):
@@ -124,6 +125,7 @@ class FeaturesConfig(_Strict):
     event_weights: dict[str, float] = Field(default_factory=lambda: {"rating": 1.0})
     value_mode: Literal["one", "value"] = "one"
     out_dir: Path = Path("data/features")
+    profiles_dir: Path = Path("data/profiles")  # LM profiles (decayrec profiles), a later stage
     store: StoreConfig = StoreConfig()
 
 
@@ -171,9 +173,11 @@ def rebase(params: Params, dataset: str) -> Params:
             ),
             "split": params.split.model_copy(update={"out_dir": data_root / "splits"}),
             "evaluate": params.evaluate.model_copy(update={"out_dir": reports / "evaluation"}),
+            "lm": params.lm.model_copy(update={"out": data_root / "embeddings" / "items.npz"}),
             "features": params.features.model_copy(
                 update={
                     "out_dir": data_root / "features",
+                    "profiles_dir": data_root / "profiles",
                     "store": params.features.store.model_copy(
                         update={"project": f"{params.features.store.project}_{dataset.replace('-', '_')}",
                                 "local_dir": data_root / "feast"}

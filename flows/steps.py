@@ -154,20 +154,34 @@ def ensure_splits(params: Params) -> None:
     split_step(params)
 
 
+def item_vectors(params: Params):
+    """The embed step's item vectors (``models.lm_score.ItemVectors``), made if missing."""
+    from models.embeddings import load_vectors
+    from models.lm_score import ItemVectors
+
+    if not params.lm.out.exists():
+        log.info("no item vectors at %s yet; running embed", params.lm.out)
+        embed_step(params)
+    item_ids, vectors, _ = load_vectors(params.lm.out)
+    return ItemVectors(item_ids, vectors)
+
+
 def evaluate_step(params: Params, protocols: list[str] | None = None) -> dict:
     """Tune, refit and test every baseline under each protocol; write the report."""
     from models.evaluate import evaluate_protocol
     from models.protocols import load_parts, tasks
+    from models.registry import needs_vectors
     from models.report import write_report
 
     cfg = params.evaluate
     protocols = protocols or cfg.protocols
     ensure_splits(params)
     items = pd.read_parquet(params.validation.validated_dir / "items.parquet")
+    vectors = item_vectors(params) if any(needs_vectors(name) for name in cfg.models) else None
     results = {}
     for protocol in protocols:
         parts = load_parts(params.split.out_dir, protocol)
-        results[protocol] = evaluate_protocol(tasks(protocol, parts), items, cfg)
+        results[protocol] = evaluate_protocol(tasks(protocol, parts), items, cfg, vectors)
     metrics = write_report(results, params.data.dataset, cfg.out_dir, cfg.k[0])
     log.info("evaluate: report in %s", cfg.out_dir)
     return metrics
@@ -186,7 +200,7 @@ def features_step(params: Params) -> dict:
     with staged_dir(cfg.out_dir) as out:
         write_tables(tables, out)
     store = open_store(cfg.store)
-    apply(store, repository(cfg.out_dir))
+    apply(store, repository(cfg.out_dir, cfg.profiles_dir))
     first, last = events["timestamp"].min(), events["timestamp"].max()
     # One second past the last event: Feast's window excludes its end.
     materialize(store, first.to_pydatetime(), (last + pd.Timedelta(seconds=1)).to_pydatetime())
@@ -204,3 +218,26 @@ def embed_step(params: Params) -> dict:
     report = build_item_vectors(params.validation.validated_dir / "items.parquet", cfg.out, cfg)
     log.info("embed: %s items with %s (%s from cache) -> %s", report["items"], report["model_id"], report["cache_hits"], cfg.out)
     return report
+
+
+def profiles_step(params: Params) -> dict:
+    """Each user's LM profile from the item vectors, into Feast's offline and online stores."""
+    from features.feature_repo.definitions import repository
+    from features.lm_profile import lm_profile_table
+    from features.store import LM_VIEWS, apply, feature_params, materialize, open_store, write_tables
+    from models.embeddings import load_vectors
+
+    cfg = params.features
+    events = pd.read_parquet(params.validation.validated_dir / "events.parquet")
+    item_ids, vectors, model_id = load_vectors(params.lm.out)
+    log.info("profiles: decayed mean of %s-d %s vectors over %s events", vectors.shape[1], model_id, f"{len(events):,}")
+    table = lm_profile_table(events, item_ids, vectors, feature_params(cfg))
+    with staged_dir(cfg.profiles_dir) as out:
+        write_tables({"user_lm_profile": table}, out)
+    store = open_store(cfg.store)
+    apply(store, repository(cfg.out_dir, cfg.profiles_dir))
+    first, last = events["timestamp"].min(), events["timestamp"].max()
+    materialize(store, first.to_pydatetime(), (last + pd.Timedelta(seconds=1)).to_pydatetime(), LM_VIEWS)
+    summary = {"user_lm_profile": int(len(table)), "users": int(table["user_id"].nunique()), "model_id": model_id}
+    log.info("profiles: %s rows for %s users -> %s, online store loaded", summary["user_lm_profile"], summary["users"], cfg.profiles_dir)
+    return summary

@@ -21,7 +21,15 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from features.decay import LearnedDecay, UserHalfLives, exponential, fit_user_half_lives, holdout_mask
+from features.decay import (
+    LearnedDecay,
+    UserHalfLives,
+    exponential,
+    fit_user_half_lives,
+    holdout_mask,
+    linear,
+    time_windows,
+)
 from models.interactions import Interactions
 
 # Rows scored per batch: bounds the dense intermediates to BATCH_ROWS x n_items.
@@ -75,6 +83,45 @@ def decay(age_days: np.ndarray, half_life_days: float | np.ndarray) -> np.ndarra
 
 # "learned": a half-life per user, fitted on the fitting data (features.decay).
 HalfLife = float | Literal["learned"]
+DecayName = Literal["exponential", "linear", "window"]
+
+
+@dataclass
+class Decayed:
+    """The decay kind of a decayed model, chosen in ``params.yaml`` (``evaluate.models``).
+
+    - ``exponential``: ``2 ** (-age / half_life)``;
+    - ``linear``: ``max(0, 1 - age / (2 half_life))``, so that ``half_life_days`` means the
+      same age of half weight for both and one grid tunes either; gone at twice that age;
+    - ``window``: the weight of the age bucket (``features.decay.time_windows``), set by
+      ``window_days`` and ``window_weights``; ``half_life_days`` plays no part.
+
+    A learned half-life is per user and exponential only.
+    """
+
+    decay: DecayName = "exponential"
+    window_days: tuple[float, ...] = (7.0, 30.0, 90.0, 365.0)
+    window_weights: tuple[float, ...] = (8.0, 4.0, 2.0, 1.0)
+
+    def __post_init__(self) -> None:
+        # Fail at construction, before a learned fit spends minutes on a useless setting.
+        if self.decay not in ("exponential", "linear", "window"):
+            raise ValueError(f"unknown decay {self.decay!r}; known: exponential, linear, window")
+        if self.decay == "window":
+            time_windows(np.zeros(1), list(self.window_days), list(self.window_weights))  # validates
+        if self.decay != "exponential" and getattr(self, "half_life_days", None) == "learned":
+            raise ValueError(f"a learned half-life needs decay 'exponential', not {self.decay!r}")
+
+    def _weigh(self, age_days: np.ndarray, half_life_days: float | np.ndarray) -> np.ndarray:
+        """Weight of events ``age_days`` old under this model's decay (negative ages weigh 1)."""
+        if self.decay == "exponential":
+            return decay(age_days, half_life_days)
+        if np.ndim(half_life_days):
+            raise ValueError(f"a learned half-life needs decay 'exponential', not {self.decay!r}")
+        if self.decay == "linear":
+            decay(np.zeros(1), half_life_days)  # validates
+            return linear(age_days, rate_per_day=0.5 / float(half_life_days))
+        return time_windows(age_days, list(self.window_days), list(self.window_weights))
 Transition = Callable[[sp.csr_matrix], np.ndarray | sp.spmatrix]
 
 
@@ -126,14 +173,15 @@ class Popularity(Recommender):
 
 
 @dataclass
-class DecayedPopularity(Recommender):
-    """Items ranked by the sum over their events of ``2 ** (-age / half_life)``."""
+class DecayedPopularity(Decayed, Recommender):
+    """Items ranked by the sum over their events of ``2 ** (-age / half_life)`` (or of the
+    weight of another ``decay``, see ``Decayed``), ages counted from ``data.now``."""
 
     name: ClassVar[str] = "pop_decay"
     half_life_days: float = 30.0  # Microsoft SAR's default half-life
 
     def _fit(self, data: Interactions) -> None:
-        weights = decay(data.age_days(), self.half_life_days)
+        weights = self._weigh(data.age_days(), self.half_life_days)
         self.item_scores_ = np.bincount(data.items, weights=weights, minlength=data.n_items).astype(np.float32)
 
     def _score_batch(self, rows: np.ndarray) -> np.ndarray:
@@ -217,12 +265,14 @@ class ItemKNN(Recommender):
 
 
 @dataclass
-class DecayedItemKNN(ItemKNN):
+class DecayedItemKNN(ItemKNN, Decayed):
     """ItemKNN whose user profile weighs each item by ``2 ** (-age / half_life)``, the age
     being that of the user's latest event on the item (relative to ``data.now``).
 
     ``score`` is that textbook score times ``2 ** (age of the user's latest event / hl)``:
     the same ranking per user, without float32 underflow (see ``latest_decay_matrix``).
+    Other kinds of ``decay`` (``Decayed``) count ages from the user's latest event too: the
+    profile of a user who left a year ago is their interest as they left, not all zeros.
 
     ``half_life_days="learned"`` fits a half-life per user (``user_half_lives``, settings
     in ``learned_decay``) through this model's own cosine top-k similarity; ``half_lives_``
@@ -241,12 +291,16 @@ class DecayedItemKNN(ItemKNN):
         )
         # Scaled per user (see latest_decay_matrix): same ranking, no float32 underflow.
         half_life = self.half_lives_ if isinstance(self.half_life_days, str) else float(self.half_life_days)
-        profile = latest_decay_matrix(data, half_life, from_user_latest=True)
+        profile = latest_decay_matrix(data, half_life, from_user_latest=True, weigh=self._weigh)
         return profile.astype(np.float32)
 
 
 def latest_decay_matrix(
-    data: Interactions, half_life_days: float | np.ndarray, *, from_user_latest: bool = False
+    data: Interactions,
+    half_life_days: float | np.ndarray,
+    *,
+    from_user_latest: bool = False,
+    weigh: Callable[[np.ndarray, float | np.ndarray], np.ndarray] = decay,
 ) -> sp.csr_matrix:
     """User x item float64 CSR of ``2 ** (-age / half_life)`` of each pair's latest event.
 
@@ -267,7 +321,7 @@ def latest_decay_matrix(
     half_life = np.asarray(half_life_days, dtype=np.float64)
     half_life = half_life[data.users[latest]] if half_life.ndim else half_life
     return sp.csr_matrix(
-        (decay(ages, half_life), (data.users[latest], data.items[latest])),
+        (weigh(ages, half_life), (data.users[latest], data.items[latest])),
         shape=(data.n_users, data.n_items),
     )
 
@@ -287,7 +341,7 @@ def _ages(data: Interactions, from_user_latest: bool) -> np.ndarray:
 
 
 @dataclass
-class SAR(Recommender):
+class SAR(Decayed, Recommender):
     """Microsoft Recommenders' SAR (single node) with its time-decay formula on.
 
     Affinity ``A[u, i] = sum over u's events on i of w * min(1, 0.5 ** ((now - t) / hl))``
@@ -305,7 +359,8 @@ class SAR(Recommender):
 
     ``half_life_days="learned"`` fits a half-life per user (``user_half_lives``, settings
     in ``learned_decay``) through this model's own similarity; ``half_lives_`` holds the
-    half-life of each user row either way.
+    half-life of each user row either way. Another ``decay`` kind (``Decayed``) replaces
+    SAR's formula in both, its profile ages counted from the user's latest event.
     """
 
     name: ClassVar[str] = "sar"
@@ -326,8 +381,8 @@ class SAR(Recommender):
         # Per event: its user's half-life, or the one fixed half-life (bit-identical then).
         half_life = self.half_lives_[data.users] if isinstance(self.half_life_days, str) else float(self.half_life_days)
         values = data.values.astype(np.float64) if self.weight_by_value else np.ones(len(data.users))
-        self.affinity_ = _summed(data, values * decay(data.age_days(), half_life))
-        scaled = values * decay(_ages(data, from_user_latest=True), half_life)
+        self.affinity_ = _summed(data, values * self._weigh(data.age_days(), half_life))
+        scaled = values * self._weigh(_ages(data, from_user_latest=True), half_life)
         self.profile_ = _summed(data, scaled).astype(np.float32)
         self.similarity_ = self._similarity(data.matrix())
 

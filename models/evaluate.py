@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from models import metrics
-from models.baselines import make
 from models.protocols import Target, Task, encode
+from models.registry import make
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,10 @@ class Context:
     vectors: object  # item x category matrix (csr) for diversity
     share: np.ndarray  # item share of fitting interactions, for novelty
     tail: np.ndarray  # boolean: item outside the popular head
+    cold: np.ndarray  # boolean: item with few users in the fitting data
 
 
-def context(target: Target, items: pd.DataFrame, head_share: float) -> Context:
+def context(target: Target, items: pd.DataFrame, segments) -> Context:
     import scipy.sparse as sp
 
     data = target.data
@@ -83,8 +84,9 @@ def context(target: Target, items: pd.DataFrame, head_share: float) -> Context:
     )
     fitted = data.matrix()
     share = metrics.popularity_share(fitted)
-    tail = metrics.long_tail_items(metrics.item_event_counts(fitted), head_share)
-    return Context(vectors, share, tail)
+    counts = metrics.item_event_counts(fitted)
+    tail = metrics.long_tail_items(counts, segments.head_share)
+    return Context(vectors, share, tail, counts < segments.cold_item_events)
 
 
 def measure(top: np.ndarray, target: Target, ctx: Context, ks: list[int], seg) -> tuple[dict, dict]:
@@ -102,7 +104,6 @@ def measure(top: np.ndarray, target: Target, ctx: Context, ks: list[int], seg) -
         if k == ks[0]:
             per_user_first = per_user
     k = ks[0]
-    tail_recall = metrics.long_tail_recall(top[:, :k], target.truth, ctx.tail, k)
     history = metrics.user_event_counts(target.data.matrix())[target.rows]
     masks = {
         "all": np.ones(len(target.rows), dtype=bool),
@@ -113,19 +114,21 @@ def measure(top: np.ndarray, target: Target, ctx: Context, ks: list[int], seg) -
         name: {**metrics.summarise(per_user_first, mask), "users": int(mask.sum())}
         for name, mask in masks.items()
     }
-    segments["long_tail_items"] = {
-        **metrics.summarise({"recall": tail_recall}),
-        "users": int(np.isfinite(tail_recall).sum()),
-    }
+    # Recall on those target items only: can a model find what the crowd has barely seen?
+    for name, items in (("long_tail_items", ctx.tail), ("cold_items", ctx.cold)):
+        recall = metrics.long_tail_recall(top[:, :k], target.truth, items, k)
+        segments[name] = {**metrics.summarise({"recall": recall}), "users": int(np.isfinite(recall).sum())}
     return overall, segments
 
 
-def tune(name: str, space: dict[str, list], valid: Target, ctx: Context, cfg) -> tuple[dict, float, list[dict]]:
+def tune(
+    name: str, space: dict[str, list], valid: Target, ctx: Context, cfg, vectors=None
+) -> tuple[dict, float, list[dict]]:
     """The grid point with the best validation target (first wins ties: grids are ordered)."""
     trials = []
     k = int(cfg.target.rsplit("_", 1)[-1])
     for params in grid(space):
-        model = make(name, **params).fit(valid.data)
+        model = make(name, vectors, **params).fit(valid.data)
         top, _ = rank(model, valid, max(cfg.k), cfg.score_batch)
         overall, _ = measure(top, valid, ctx, [k], cfg.segments)
         trials.append({**params, cfg.target: overall[cfg.target]})
@@ -135,17 +138,19 @@ def tune(name: str, space: dict[str, list], valid: Target, ctx: Context, cfg) ->
     return chosen, trials[best][cfg.target], trials
 
 
-def evaluate_protocol(tasks: dict[str, Task], items: pd.DataFrame, cfg) -> list[ModelRun]:
-    """Every configured model: tuned on validation, refit and measured on test."""
+def evaluate_protocol(tasks: dict[str, Task], items: pd.DataFrame, cfg, vectors=None) -> list[ModelRun]:
+    """Every configured model: tuned on validation, refit and measured on test.
+
+    ``vectors`` (``models.lm_score.ItemVectors``) feed the models that read item text."""
     valid, test = encode(tasks["valid"]), encode(tasks["test"])
-    valid_ctx = context(valid, items, cfg.segments.head_share)
-    test_ctx = context(test, items, cfg.segments.head_share)
+    valid_ctx = context(valid, items, cfg.segments)
+    test_ctx = context(test, items, cfg.segments)
     runs = []
     for name, space in cfg.models.items():
         log.info("%s %s: tuning %d setting(s) on validation", tasks["test"].protocol, name, len(grid(space)))
-        chosen, valid_score, trials = tune(name, space, valid, valid_ctx, cfg)
+        chosen, valid_score, trials = tune(name, space, valid, valid_ctx, cfg, vectors)
         started = time.perf_counter()
-        model = make(name, **chosen).fit(test.data)
+        model = make(name, vectors, **chosen).fit(test.data)
         fitted = time.perf_counter()
         top, best = rank(model, test, max(cfg.k), cfg.score_batch)
         predicted = time.perf_counter()

@@ -47,13 +47,17 @@ def markdown(metrics: dict, dataset: str, k: int) -> str:
             cells = [_fmt(row.get(f"{m}_at_{k}")) for m in TABLE_METRICS]
             lines.append(f"| {name} | {chosen} | " + " | ".join(cells) + f" | {row['fit_s']:.2f} | {row['predict_s']:.2f} |")
         lines += ["", f"NDCG@{k} by segment:", ""]
-        segments = sorted({s for row in models.values() for s in row["segments"]} - {"long_tail_items"})
-        lines += ["| model | " + " | ".join(segments) + " | long-tail recall |", "|" + " --- |" * (len(segments) + 2)]
+        recall_only = ["long_tail_items", "cold_items"]  # recall on those target items alone
+        segments = sorted({s for row in models.values() for s in row["segments"]} - set(recall_only))
+        lines += [
+            "| model | " + " | ".join(segments) + " | long-tail recall | cold-item recall |",
+            "|" + " --- |" * (len(segments) + 3),
+        ]
         for name, row in models.items():
             seg = row["segments"]
             cells = [f"{_fmt(seg[s].get('ndcg'))} ({seg[s]['users']})" for s in segments]
-            tail = seg.get("long_tail_items", {})
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(tail.get('recall'))} |")
+            cells += [_fmt(seg.get(s, {}).get("recall")) for s in recall_only]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["![metrics](plots/metrics_by_model.png)", "![segments](plots/segments.png)",
               "![decay](plots/decay_curves.png)", "![scores](plots/score_distributions.png)", ""]

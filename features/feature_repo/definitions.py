@@ -2,7 +2,8 @@
 
 Feature rows are decay-on-read state (``features.interest``): a view returns the state after
 the key's last event before the requested time, and the reader decays it to that time.
-Sources are built for a data folder (the file offline store needs absolute paths).
+Sources are built for their data folders (the file offline store needs absolute paths): the
+decayed tables of the features step, and the LM profiles of the profiles step.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ ITEM_SCHEMA = [
 ]
 USER_LM_SCHEMA = [
     Field(name="lm_profile", dtype=Array(Float32), description="decay-weighted mean of the user's item text vectors"),
+    Field(name="lm_weight", dtype=Float32, description="the mean's decayed total weight at lm_last_event_s"),
+    Field(name="lm_last_event_s", dtype=Int64, description="epoch seconds of the profile's last event"),
 ]
 
 
@@ -46,12 +49,13 @@ class Repository:
     user_lm_profile: FeatureView
     user_interest_push: PushSource
     item_popularity_push: PushSource
+    user_lm_profile_push: PushSource
     scorer: FeatureService
 
     def objects(self) -> list:
         views = [self.user_interest, self.item_popularity, self.user_lm_profile]
-        pushes = [self.user_interest_push, self.item_popularity_push]
-        batch = [p.batch_source for p in pushes] + [self.user_lm_profile.batch_source]
+        pushes = [self.user_interest_push, self.item_popularity_push, self.user_lm_profile_push]
+        batch = [p.batch_source for p in pushes]
         return [user, item, *batch, *pushes, *views, self.scorer]
 
 
@@ -59,20 +63,23 @@ def _file(name: str, folder: Path) -> FileSource:
     return FileSource(name=f"{name}_file", path=str(Path(folder).resolve() / f"{name}.parquet"), timestamp_field="event_timestamp")
 
 
-def repository(data_dir: Path) -> Repository:
-    """The repository whose offline sources are the Parquet tables in ``data_dir``."""
+def repository(data_dir: Path, profiles_dir: Path) -> Repository:
+    """The repository whose offline sources are the Parquet tables in ``data_dir`` (decayed
+    interest and popularity) and ``profiles_dir`` (LM profiles)."""
     user_interest_push = PushSource(name="user_interest_push", batch_source=_file("user_interest", data_dir))
     item_popularity_push = PushSource(name="item_popularity_push", batch_source=_file("item_popularity", data_dir))
+    user_lm_profile_push = PushSource(name="user_lm_profile_push", batch_source=_file("user_lm_profile", profiles_dir))
     user_interest = FeatureView(
         name="user_interest", entities=[user], ttl=TTL, schema=USER_SCHEMA, source=user_interest_push, online=True
     )
     item_popularity = FeatureView(
         name="item_popularity", entities=[item], ttl=TTL, schema=ITEM_SCHEMA, source=item_popularity_push, online=True
     )
-    # Filled by the language-model step; until then its table holds no rows.
     user_lm_profile = FeatureView(
-        name="user_lm_profile", entities=[user], ttl=TTL, schema=USER_LM_SCHEMA,
-        source=_file("user_lm_profile", data_dir), online=True,
+        name="user_lm_profile", entities=[user], ttl=TTL, schema=USER_LM_SCHEMA, source=user_lm_profile_push, online=True
     )
     scorer = FeatureService(name="scorer_v1", features=[user_interest, item_popularity, user_lm_profile])
-    return Repository(user_interest, item_popularity, user_lm_profile, user_interest_push, item_popularity_push, scorer)
+    return Repository(
+        user_interest, item_popularity, user_lm_profile,
+        user_interest_push, item_popularity_push, user_lm_profile_push, scorer,
+    )

@@ -10,8 +10,23 @@ import pytest
 
 from features.feature_repo.definitions import repository
 from features.interest import FeatureParams, SECONDS_PER_DAY, categories_of, category_weights, latest_rows, read_users
-from features.live import update_items, update_users
-from features.store import USER_FEATURES, apply, drop_production, build, historical, materialize, online_items, online_users, open_store, write_tables
+from features.live import update_items, update_lm_profiles, update_users
+from features.lm_profile import lm_profile_table
+from features.store import (
+    LM_FEATURES,
+    LM_VIEWS,
+    USER_FEATURES,
+    apply,
+    build,
+    drop_production,
+    historical,
+    materialize,
+    online_items,
+    online_lm_profiles,
+    online_users,
+    open_store,
+    write_tables,
+)
 from features.synthetic import SyntheticConfig, make_drift_dataset
 from flows.config import FeaturesConfig, StoreConfig
 
@@ -31,7 +46,7 @@ def store_cfg(request, tmp_path):
         profile=request.param, project=name, local_dir=tmp_path / "feast",
         redis="127.0.0.1:6379,db=3", postgres_schema=name,
     )
-    yield FeaturesConfig(out_dir=tmp_path / "features", store=cfg)
+    yield FeaturesConfig(out_dir=tmp_path / "features", profiles_dir=tmp_path / "profiles", store=cfg)
     if request.param == "production":
         drop_production(cfg)
 
@@ -57,7 +72,7 @@ def stored(cfg: FeaturesConfig, events, items):
     tables = build(events, items, cfg)
     write_tables(tables, cfg.out_dir)
     store = open_store(cfg.store)
-    apply(store, repository(cfg.out_dir))
+    apply(store, repository(cfg.out_dir, cfg.profiles_dir))
     end = events["timestamp"].max().to_pydatetime() + timedelta(seconds=1)
     materialize(store, events["timestamp"].min().to_pydatetime(), end)
     return store, tables
@@ -160,3 +175,66 @@ def test_event_weights_scale_the_interest_each_event_adds(drift):
         np.testing.assert_allclose(got[int(user)], (vectors[mask] * factor[mask, None]).sum(axis=0), rtol=1e-5)
     with pytest.raises(ValueError, match="no weight for event type"):
         build(drift.events, drift.items, FeaturesConfig(event_weights={"click": 1.0}))
+
+
+def lm_vectors(items: pd.DataFrame, dim: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    item_ids = np.sort(items["item_id"].to_numpy())
+    vectors = np.random.default_rng(1).normal(size=(len(item_ids), dim))
+    return item_ids, (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def batch_lm(events: pd.DataFrame, item_ids: np.ndarray, vectors: np.ndarray) -> dict[int, np.ndarray]:
+    """Independent recompute: each user's sum of w 2^(-age/h) v over sum of w 2^(-age/h)."""
+    at = seconds(events["timestamp"]).max()
+    weights = np.exp2(-(at - seconds(events["timestamp"])) / (PARAMS.user_half_life_days * SECONDS_PER_DAY))
+    rows = np.searchsorted(item_ids, events["item_id"].to_numpy())
+    out = {}
+    for user in np.unique(events["user_id"]):
+        mask = events["user_id"].to_numpy() == user
+        out[int(user)] = (vectors[rows[mask]] * weights[mask, None]).sum(axis=0) / weights[mask].sum()
+    return out
+
+
+def stored_lm(cfg: FeaturesConfig, events: pd.DataFrame, item_ids, vectors):
+    write_tables({"user_lm_profile": lm_profile_table(events, item_ids, vectors, PARAMS)}, cfg.profiles_dir)
+    store = open_store(cfg.store)
+    apply(store, repository(cfg.out_dir, cfg.profiles_dir))
+    end = events["timestamp"].max().to_pydatetime() + timedelta(seconds=1)
+    materialize(store, events["timestamp"].min().to_pydatetime(), end, LM_VIEWS)
+    return store
+
+
+def test_lm_profiles_online_and_point_in_time_equal_a_batch_recompute(store_cfg, drift):
+    item_ids, vectors = lm_vectors(drift.items)
+    store = stored_lm(store_cfg, drift.events, item_ids, vectors)
+    users = sorted(drift.events["user_id"].unique())
+    online = online_lm_profiles(store, [*users, 424242])
+    expected = batch_lm(drift.events, item_ids, vectors)
+    for user, profile in zip(users, online["lm_profile"]):
+        np.testing.assert_allclose(profile, expected[int(user)], rtol=1e-4, atol=1e-6)
+    assert online["lm_profile"].iloc[-1] is None  # a user with no events has no profile
+    # Point in time: halfway between a user's 10th and 11th events only the first 10 count.
+    user = int(users[0])
+    mine = drift.events[drift.events["user_id"] == user].sort_values("timestamp")
+    times = seconds(mine["timestamp"])
+    middle = (times[9] + times[10]) / 2
+    rows = historical(store, pd.DataFrame({"user_id": [user], "event_timestamp": pd.to_datetime([middle], unit="s", utc=True)}), LM_FEATURES)
+    np.testing.assert_allclose(rows["lm_profile"].iloc[0], batch_lm(mine.iloc[:10], item_ids, vectors)[user], rtol=1e-4, atol=1e-6)
+
+
+def test_live_events_update_lm_profiles_like_a_batch_recompute(store_cfg, drift):
+    item_ids, vectors = lm_vectors(drift.items)
+    events = drift.events.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    cut = int(len(events) * 0.8)
+    store = stored_lm(store_cfg, events.iloc[:cut], item_ids, vectors)
+    late = events.iloc[cut - 5 : cut - 4].assign(item_id=int(events["item_id"].iloc[0]))
+    late["timestamp"] = late["timestamp"] - pd.Timedelta(days=2)  # older than the stored state
+    stranger = events.iloc[cut : cut + 1].assign(user_id=424242)  # a user with no stored profile
+    arriving = pd.concat([events.iloc[cut:], late, stranger], ignore_index=True)
+    update_lm_profiles(store, arriving, item_ids, vectors, PARAMS)
+    every = pd.concat([events, late, stranger], ignore_index=True)
+    users = sorted(every["user_id"].unique())
+    online = online_lm_profiles(store, users)
+    expected = batch_lm(every, item_ids, vectors)
+    for user, profile in zip(users, online["lm_profile"]):
+        np.testing.assert_allclose(profile, expected[int(user)], rtol=1e-4, atol=1e-5)

@@ -155,6 +155,37 @@ def test_decay_weighs_future_events_one() -> None:
         decay(np.array([1.0]), 0.0)
 
 
+@pytest.mark.parametrize(
+    ("kind", "extra", "expected"),
+    [
+        # now = day 20; ages 0, 7, 14, 0 with h = 7: linear 1 - age / 14.
+        ("linear", {}, [1.0 + 0.5, 0.0 + 1.0]),
+        # Windows [0, 7) weighs 3/4, [7, 30) 1/4: ages 0 and 0 -> 3/4, 7 and 14 -> 1/4.
+        ("window", {"window_days": (7.0, 30.0), "window_weights": (3.0, 1.0)}, [0.75 + 0.25, 0.25 + 0.75]),
+    ],
+)
+def test_decayed_popularity_takes_the_decay_kind(kind: str, extra: dict, expected: list[float]) -> None:
+    data = interactions([(1, 0, 20), (2, 0, 13), (1, 1, 6), (1, 1, 20)])
+    model = DecayedPopularity(half_life_days=7.0, decay=kind, **extra).fit(data)
+    np.testing.assert_allclose(model.score(np.array([0])), [expected], rtol=1e-6)
+
+
+def test_linear_decay_halves_at_the_half_life_and_forgets_at_twice_it() -> None:
+    model = DecayedPopularity(decay="linear")
+    np.testing.assert_allclose(model._weigh(np.array([-1.0, 0.0, 7.0, 14.0, 30.0]), 7.0), [1, 1, 0.5, 0, 0])
+
+
+@pytest.mark.parametrize("model", ["pop_decay", "itemknn_decay", "sar"])
+def test_unknown_decay_kinds_and_learned_non_exponential_decay_raise(model: str) -> None:
+    with pytest.raises(ValueError, match="unknown decay 'cubic'"):
+        make(model, decay="cubic")
+    with pytest.raises(ValueError, match="weights must be non-negative"):
+        make(model, decay="window", window_days=(7.0,), window_weights=(-1.0,))
+    if model != "pop_decay":
+        with pytest.raises(ValueError, match="learned half-life needs decay 'exponential'"):
+            make(model, decay="linear", half_life_days="learned")
+
+
 # ---------------------------------------------------------------- item-KNN
 
 
@@ -265,6 +296,31 @@ def test_decayed_itemknn_keeps_ranking_users_whose_weights_would_underflow() -> 
     row = data.rows_of(np.array([9]))
     scores = DecayedItemKNN(half_life_days=1.0).fit(data).score(row)[0]
     assert scores[3] > scores[2] > 0
+
+
+def test_decay_kind_changes_the_itemknn_profile_from_the_users_latest_event() -> None:
+    # u0: i0 thirty days before its latest event (i1). Linear at h = 7 forgets i0 entirely,
+    # windows of 7 / 60 days keep it at the second weight; exponential keeps 2 ** (-30 / 7).
+    data = interactions(DECAY)
+    row = data.rows_of(np.array([0]))
+    profiles = {
+        kind: DecayedItemKNN(half_life_days=7.0, decay=kind, window_days=(7.0, 60.0), window_weights=(2.0, 1.0))
+        .fit(data)
+        .profile_[row]
+        .toarray()[0]
+        for kind in ("exponential", "linear", "window")
+    }
+    np.testing.assert_allclose(profiles["exponential"][:2], [2 ** (-30 / 7), 1.0], rtol=1e-6)
+    np.testing.assert_allclose(profiles["linear"][:2], [0.0, 1.0])
+    np.testing.assert_allclose(profiles["window"][:2], [1 / 3, 2 / 3], rtol=1e-6)
+    linear_scores = DecayedItemKNN(half_life_days=7.0, decay="linear").fit(data).score(row)[0]
+    assert linear_scores[2] == 0.0 and linear_scores[3] > 0  # only the recent item's neighbour
+
+
+def test_sar_affinity_takes_the_decay_kind() -> None:
+    # u0's events are 0, 30 and 60 days old; linear at h = 30: 1, 0.5, 0.
+    model = SAR(half_life_days=30.0, decay="linear").fit(sar_data())
+    np.testing.assert_allclose(model.affinity_.toarray()[0], [1.0, 0.5, 0.0], rtol=1e-12)
 
 
 # ---------------------------------------------------------------- SAR

@@ -10,7 +10,8 @@ import pytest
 from features.splits import split_p1, split_p2
 from features.synthetic import SyntheticConfig, make_drift_dataset
 from flows.config import EvaluateConfig
-from models.evaluate import evaluate_protocol, grid
+from models.evaluate import context, evaluate_protocol, grid
+from models.lm_score import ItemVectors
 from models.protocols import Task, encode, tasks
 from models.report import write_report
 
@@ -99,9 +100,46 @@ def test_report_writes_metrics_markdown_and_real_plots(drift, tmp_path):
     assert saved == json.loads(json.dumps(metrics))
     assert saved["P2"]["sar"]["params"] == {"half_life_days": 30}
     assert saved["P2"]["sar"]["ndcg_at_10"] == round(results["P2"][1].test["ndcg_at_10"], 4)
-    assert set(saved["P1"]["pop"]["segments"]) == {"all", "cold_users", "active_users", "long_tail_items"}
+    assert set(saved["P1"]["pop"]["segments"]) == {"all", "cold_users", "active_users", "long_tail_items", "cold_items"}
     report = (tmp_path / "report.md").read_text()
     assert "| sar | half_life_days=30 |" in report
     for name in ("metrics_by_model", "segments", "decay_curves", "score_distributions"):
         png = tmp_path / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def genre_vectors(items: pd.DataFrame) -> ItemVectors:
+    """Unit vectors of each item's categories: a stand-in for text vectors that carry genre."""
+    names = sorted({c for row in items["categories"] for c in row})
+    ordered = items.sort_values("item_id")
+    vectors = np.array([[float(n in row) for n in names] for row in ordered["categories"]], dtype=np.float32)
+    return ItemVectors(ordered["item_id"].to_numpy(), vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+
+
+def test_text_models_get_the_item_vectors_and_say_when_they_are_missing(drift):
+    protocol = tasks("P2", split_p2(drift.events))
+    with pytest.raises(ValueError, match="needs item vectors: run `decayrec embed` first"):
+        evaluate_protocol(protocol, drift.items, config(lm={"half_life_days": [30]}))
+    runs = evaluate_protocol(
+        protocol,
+        drift.items,
+        config(
+            pop={},
+            lm={"half_life_days": [5, 3650]},
+            itemknn_decay_lm={"k": [20], "half_life_days": [5], "alpha": [0.0, 0.5]},
+        ),
+        genre_vectors(drift.items),
+    )
+    by_name = {run.name: run for run in runs}
+    # The drift is a genre change: a decayed genre profile finds it, popularity cannot.
+    assert by_name["lm"].params == {"half_life_days": 5}
+    assert by_name["lm"].test["ndcg_at_10"] > 1.5 * by_name["pop"].test["ndcg_at_10"]
+    assert {t["alpha"] for t in by_name["itemknn_decay_lm"].trials} == {0.0, 0.5}
+
+
+def test_cold_items_are_those_with_few_users_in_the_fitting_data(drift):
+    target = encode(tasks("P2", split_p2(drift.events))["test"])
+    ctx = context(target, drift.items, EvaluateConfig().segments.model_copy(update={"cold_item_events": 30}))
+    users_per_item = np.diff(target.data.matrix().tocsc().indptr)
+    np.testing.assert_array_equal(ctx.cold, users_per_item < 30)
+    assert 0 < ctx.cold.sum() < len(ctx.cold)
