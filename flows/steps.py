@@ -170,7 +170,7 @@ def evaluate_step(params: Params, protocols: list[str] | None = None) -> dict:
     """Tune, refit and test every baseline under each protocol; write the report."""
     from models.evaluate import evaluate_protocol
     from models.protocols import load_parts, tasks
-    from models.registry import needs_vectors
+    from models.factory import needs_vectors
     from models.report import write_report
 
     cfg = params.evaluate

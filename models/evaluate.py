@@ -15,7 +15,7 @@ import pandas as pd
 
 from models import metrics
 from models.protocols import Target, Task, encode
-from models.registry import make
+from models.factory import make
 
 log = logging.getLogger(__name__)
 

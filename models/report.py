@@ -55,7 +55,7 @@ def markdown(metrics: dict, dataset: str, k: int) -> str:
         ]
         for name, row in models.items():
             seg = row["segments"]
-            cells = [f"{_fmt(seg[s].get('ndcg'))} ({seg[s]['users']})" for s in segments]
+            cells = [f"{_fmt(seg[s].get('ndcg'))} ({int(seg[s]['users'])})" for s in segments]
             cells += [_fmt(seg.get(s, {}).get("recall")) for s in recall_only]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ import pytest
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+# Models saved by tests go to a store of their own, never the user's ~/bentoml.
+os.environ.setdefault("BENTOML_HOME", tempfile.mkdtemp(prefix="decayrec-bentoml-"))
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "data" / "raw" / "ml-latest-small"
