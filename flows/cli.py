@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from features.errors import DataError, ValidationFailed
+from models.registry import RegistryError
 
 log = logging.getLogger("decayrec")
 
@@ -112,6 +113,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from flows.steps import train_step
+
+    params = _params(args)
+    summary = train_step(params, [args.protocol] if args.protocol else None)
+    print(format_training(summary))
+    return 0
+
+
+def format_training(summary: dict) -> str:
+    names = ["ndcg_at_10", "recall_at_10", "hit_at_10", "coverage_at_10", "ild_at_10"]
+    lines = []
+    for protocol, models in summary["protocols"].items():
+        scorer = models["scorer"]
+        lines.append(f"{protocol} test, {scorer['users']:,} users (scorer candidate recall {scorer['candidate_recall']['test']:.3f})")
+        lines.append(f"  {'model':<14}" + "".join(f"{n.replace('_at_', '@'):>14}" for n in names) + "  chosen")
+        for name, row in sorted(models.items(), key=lambda item: -item[1].get("ndcg_at_10", 0)):
+            chosen = ", ".join(f"{a}={b:.4g}" if isinstance(b, float) else f"{a}={b}" for a, b in row["params"].items())
+            lines.append(f"  {name:<14}" + "".join(f"{row.get(n, 0):>14.4f}" for n in names) + f"  {chosen}")
+    verdict = "promoted to champion" if summary["promoted"] else "not promoted"
+    lines.append(f"{summary['model']}: {verdict} ({'; '.join(summary['reasons'])}); champion: {summary['champion']}")
+    return "\n".join(lines)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from models.registry import Registry
+
+    params = _params(args)
+    registry = Registry(params.train.registry_dir)
+    before = registry.champion()
+    restored = registry.rollback()
+    print(f"champion: {restored} (was {before})")
+    return 0
+
+
 def format_table(metrics: dict, k: int) -> str:
     names = ["ndcg", "recall", "precision", "hit", "coverage", "ild"]
     lines = []
@@ -177,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("features", cmd_features, "compute decayed features, apply the Feast repo, load the online store")
     add("embed", cmd_embed, "embed item text with the language model (cached by model and text)")
     add("profiles", cmd_profiles, "users' LM profiles (decayed mean of item vectors) into the Feast store")
+    train = add("train", cmd_train, "search, train and test the scorer beside the baselines; gate and register it")
+    train.add_argument("--protocol", choices=["P1", "P2"], help="one protocol (default: train.protocols)")
+    add("rollback", cmd_rollback, "restore the previous champion")
     evaluate = add("evaluate", cmd_evaluate, "tune, refit and test every baseline; write the report")
     evaluate.add_argument("--protocol", choices=["P0", "P1", "P2"], help="one protocol (default: evaluate.protocols)")
     check = add("validate", cmd_validate, "validate the ingested tables, or any event file with --events")
@@ -204,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationFailed as err:
         print(err.summary(), file=sys.stderr)
     except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+    except RegistryError as err:
         print(f"error: {err}", file=sys.stderr)
     except FileNotFoundError as err:
         print(f"error: {err.filename}: no such file", file=sys.stderr)

@@ -142,6 +142,71 @@ class LMSettings(_Strict):
     out: Path = Path("data/embeddings/items.npz")
 
 
+class CandidateSettings(_Strict):
+    cf: int = 150  # decayed item-CF (+ alpha x LM) top-N
+    ease: int = 100  # EASE top-N
+    lm: int = 50  # LM neighbours of the user's recent items
+    pop: int = 50  # decayed popularity top-N
+    recent_items: int = 5
+
+
+class ScorerSettings(_Strict):
+    hidden: int = 64
+    proj: int = 32
+    dropout: float = 0.1
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    negatives: int = 32
+    batch_users: int = 256
+    max_epochs: int = 30
+    patience: int = 3
+    seed: int = 0
+
+
+class SpaceSettings(_Strict):
+    half_life_days: tuple[float, float] = (3.0, 365.0)
+    alpha: tuple[float, float] = (0.0, 1.0)
+    ease_reg: tuple[float, float] = (100.0, 100_000.0)
+    lr: tuple[float, float] = (1e-3, 1e-2)
+    hidden: tuple[int, ...] = (32, 64, 128)
+    dropout: tuple[float, float] = (0.0, 0.3)
+    weight_decay: tuple[float, float] = (1e-6, 1e-3)
+
+
+class GuardSettings(_Strict):
+    tolerance: float
+    higher_is_better: bool = True
+
+
+class GateSettings(_Strict):
+    metric: str = "ndcg_at_10"
+    margin: float = 0.01
+    guards: dict[str, GuardSettings] = Field(
+        default_factory=lambda: {
+            "coverage_at_10": GuardSettings(tolerance=0.10),
+            "ild_at_10": GuardSettings(tolerance=0.05),
+            "p99_score_ms": GuardSettings(tolerance=0.5, higher_is_better=False),
+        }
+    )
+
+
+class TrainConfig(_Strict):
+    protocols: list[Literal["P1", "P2"]] = ["P2"]  # the first one gates promotion
+    trials: int = 8
+    timeout_s: float | None = None
+    seed: int = 0
+    label_share: float = 0.25
+    knn_k: int = 250
+    pop_half_life_days: float = 30.0
+    p99_users: int = 200
+    candidates: CandidateSettings = CandidateSettings()
+    scorer: ScorerSettings = ScorerSettings()
+    space: SpaceSettings = SpaceSettings()
+    gate: GateSettings = GateSettings()
+    registry_dir: Path = Path("data/registry")  # champion pointer and promotion log
+    out_dir: Path = Path("reports/training")
+
+
 class Params(_Strict):
     data: DataConfig = DataConfig()
     validate_: ValidationConfig = Field(ValidationConfig(), alias="validate")
@@ -149,6 +214,7 @@ class Params(_Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     features: FeaturesConfig = FeaturesConfig()
     lm: LMSettings = LMSettings()
+    train: TrainConfig = TrainConfig()
 
     @property
     def validation(self) -> ValidationConfig:
@@ -173,6 +239,7 @@ def rebase(params: Params, dataset: str) -> Params:
             ),
             "split": params.split.model_copy(update={"out_dir": data_root / "splits"}),
             "evaluate": params.evaluate.model_copy(update={"out_dir": reports / "evaluation"}),
+            "train": params.train.model_copy(update={"out_dir": reports / "training", "registry_dir": data_root / "registry"}),
             "lm": params.lm.model_copy(update={"out": data_root / "embeddings" / "items.npz"}),
             "features": params.features.model_copy(
                 update={

@@ -241,3 +241,116 @@ def profiles_step(params: Params) -> dict:
     summary = {"user_lm_profile": int(len(table)), "users": int(table["user_id"].nunique()), "model_id": model_id}
     log.info("profiles: %s rows for %s users -> %s, online store loaded", summary["user_lm_profile"], summary["users"], cfg.profiles_dir)
     return summary
+
+
+def train_settings(cfg):
+    """``models.train.TrainSettings`` from the ``train`` section of params.yaml."""
+    from models.candidates import CandidateConfig
+    from models.scorer import ScorerParams
+    from models.train import SearchSpace, TrainSettings
+
+    return TrainSettings(
+        trials=cfg.trials, timeout_s=cfg.timeout_s, seed=cfg.seed, label_share=cfg.label_share, knn_k=cfg.knn_k,
+        pop_half_life_days=cfg.pop_half_life_days, p99_users=cfg.p99_users,
+        candidates=CandidateConfig(**cfg.candidates.model_dump()),
+        scorer=ScorerParams(**cfg.scorer.model_dump()),
+        space=SearchSpace(**cfg.space.model_dump()),
+    )
+
+
+def gate_config(cfg):
+    from models.gate import GateConfig, Guard
+
+    return GateConfig(cfg.metric, cfg.margin, {name: Guard(**g.model_dump()) for name, g in cfg.guards.items()})
+
+
+def data_version(split_dir: Path, protocol: str) -> str:
+    """Short hash of a protocol's split files: two models compare only on the same version."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in ("train", "valid", "test"):
+        digest.update((Path(split_dir) / protocol / f"{part}.parquet").read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def git_commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def champion_metrics(registry, outcome, items, params, settings) -> dict | None:
+    """The champion's metrics on the challenger's split: stored when measured on this very
+    data version, else measured now; None when there is no champion."""
+    from models.scorer import from_files
+    from models.train import measure_net
+
+    tag = registry.champion()
+    if tag is None:
+        return None
+    info = registry.info(tag)
+    version = data_version(params.split.out_dir, outcome.protocol)
+    if info["labels"].get("data_version") == version and info["labels"].get("protocol") == outcome.protocol:
+        return info["metrics"]
+    log.info("train: measuring champion %s on this split (it was measured on another one)", tag)
+    folder = registry.path(tag)
+    net, config = from_files((folder / "weights.safetensors").read_bytes(), (folder / "config.json").read_bytes())
+    metrics, _, _ = measure_net(net, config["hp"], outcome.test_phase, items, params.evaluate.segments, settings)
+    return metrics
+
+
+def train_step(params: Params, protocols: list[str] | None = None) -> dict:
+    """Train the scorer per protocol, evaluate it beside the baselines, register it and
+    promote it if the gate says so (on the first protocol)."""
+    from models.evaluate import evaluate_protocol
+    from models.gate import decide
+    from models.protocols import load_parts, tasks
+    from models.registry import Registry
+    from models.scorer import to_bytes
+    from models.train import run, write_trials
+
+    cfg = params.train
+    protocols = protocols or cfg.protocols
+    settings = train_settings(cfg)
+    ensure_splits(params)
+    items = pd.read_parquet(params.validation.validated_dir / "items.parquet")
+    vectors = item_vectors(params)
+    outcomes, baselines = {}, {}
+    for protocol in protocols:
+        parts = load_parts(params.split.out_dir, protocol)
+        outcomes[protocol] = run(protocol, parts, items, vectors, params.features, params.evaluate.segments, settings)
+        write_trials(outcomes[protocol], cfg.out_dir)
+        log.info("train: %s baselines for comparison", protocol)
+        baselines[protocol] = evaluate_protocol(tasks(protocol, parts), items, params.evaluate)
+
+    primary = outcomes[protocols[0]]
+    registry = Registry(cfg.registry_dir)
+    labels = {
+        "dataset": params.data.dataset, "protocol": primary.protocol,
+        "data_version": data_version(params.split.out_dir, primary.protocol), "git_commit": git_commit(),
+    }
+    files = to_bytes(primary.net, settings.scorer, {"hp": primary.params, "lm_model": params.lm.model})
+    tag = registry.save(files, metrics=primary.test, params=primary.params, labels=labels)
+    decision = decide(primary.test, champion_metrics(registry, primary, items, params, settings), gate_config(cfg.gate))
+    if decision.promote:
+        registry.promote(tag, decision.reasons)
+    log.info("train: %s %s (%s)", tag, "promoted" if decision.promote else "rejected", "; ".join(decision.reasons))
+    summary = {
+        "model": tag, "promoted": decision.promote, "reasons": decision.reasons, "champion": registry.champion(),
+        "protocols": {
+            p: {
+                "scorer": {"params": o.params, "valid_ndcg_at_10": round(o.valid, 4), **{k: round(v, 4) for k, v in o.test.items()},
+                           "candidate_recall": {k: round(v, 4) for k, v in o.candidate_recall.items()}, "train": o.train_stats,
+                           "segments": o.segments, "users": o.users},
+                **{run_.name: {"params": run_.params, **{k: round(v, 4) for k, v in run_.test.items()}} for run_ in baselines[p]},
+            }
+            for p, o in outcomes.items()
+        },
+    }
+    write_json(summary, cfg.out_dir / "summary.json")
+    return summary

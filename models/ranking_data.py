@@ -1,0 +1,198 @@
+"""Per user-item features for the scorer, from one history of events.
+
+A view is what a model sees at one moment: the history's users and items, each user's
+decayed state and LM profile, each item's decayed popularity, and the candidates to rank
+with their features. Decayed state comes from Feast historical retrieval (each user as of
+their own last event, each item as of the history's end) out of a store built from the
+history alone, so nothing after the history can leak into a training example; the CF and LM
+scores come from models fitted on the same history.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from models.baselines import EASE, DecayedItemKNN, DecayedPopularity, minmax_rows
+from models.candidates import CandidateConfig, top_unseen, union
+from models.interactions import SECONDS_PER_DAY, Interactions
+from models.lm_score import ItemVectors, normalise
+
+FEATURES = (
+    "cf", "cf_rank", "ease", "ease_rank", "lm", "lm_recent", "topic", "pop_short", "pop_long", "trend",
+    "user_events", "user_idle_days", "user_items", "from_cf", "from_ease", "from_lm", "from_pop",
+    "hour_sin", "hour_cos", "weekday_sin", "weekday_cos",
+)
+
+
+@dataclass
+class History:
+    """What does not depend on the searched hyperparameters, for one history of events."""
+
+    data: Interactions
+    user_share: np.ndarray  # (n_users, n_categories) decayed interest share
+    user_events: np.ndarray  # decayed event count at the history's end
+    user_last: np.ndarray  # epoch seconds of each user's last event
+    profiles: np.ndarray  # (n_users, dim) unit LM profiles
+    item_vectors: np.ndarray  # (n_items, dim) unit item vectors
+    item_share: np.ndarray  # (n_items, n_categories) an item's unit of interest per category
+    pop_short: np.ndarray
+    pop_long: np.ndarray
+    recent: np.ndarray  # (n_users, m) each user's latest item columns, newest first, -1 pad
+
+
+@dataclass
+class View:
+    """Candidates of some users of a history, and their features."""
+
+    history: History
+    rows: np.ndarray  # user rows of history.data
+    items: np.ndarray  # (len(rows), width) candidate item columns, -1 = padding
+    features: np.ndarray  # (len(rows), width, len(FEATURES)) float32
+
+
+def history(events: pd.DataFrame, items: pd.DataFrame, vectors: ItemVectors, features_cfg, recent_items: int) -> History:
+    """Everything point-in-time about ``events``, read back through a Feast store of its own."""
+    from features.feature_repo.definitions import repository
+    from features.interest import category_weights, categories_of, read_items, read_users
+    from features.lm_profile import lm_profile_table, unit_profiles
+    from features.store import ITEM_FEATURES, LM_FEATURES, USER_FEATURES, apply, build, feature_params, historical, open_store, write_tables
+
+    data = Interactions.from_events(events)
+    params = feature_params(features_cfg)
+    with tempfile.TemporaryDirectory(prefix="decayrec-view-") as tmp:
+        cfg = features_cfg.model_copy(
+            update={
+                "out_dir": Path(tmp) / "features",
+                "profiles_dir": Path(tmp) / "profiles",
+                "store": features_cfg.store.model_copy(update={"profile": "local", "project": "view", "local_dir": Path(tmp) / "feast"}),
+            }
+        )
+        write_tables(build(events, items, cfg), cfg.out_dir)
+        write_tables({"user_lm_profile": lm_profile_table(events, vectors.item_ids, vectors.vectors, params)}, cfg.profiles_dir)
+        store = open_store(cfg.store)
+        apply(store, repository(cfg.out_dir, cfg.profiles_dir))
+        last = np.full(data.n_users, -np.inf)
+        np.maximum.at(last, data.users, data.seconds)
+        # A second past each user's last event: their whole history, nothing after it.
+        user_rows = pd.DataFrame({"user_id": data.user_ids, "event_timestamp": pd.to_datetime(last + 1, unit="s", utc=True)})
+        users = historical(store, user_rows, USER_FEATURES + LM_FEATURES)
+        item_rows = pd.DataFrame(
+            {"item_id": data.item_ids, "event_timestamp": pd.to_datetime(np.full(data.n_items, data.now + 1), unit="s", utc=True)}
+        )
+        found = historical(store, item_rows, ITEM_FEATURES)
+    state = read_users(users, data.now, params)
+    # Items idle for longer than the views' TTL come back empty: their decayed popularity is ~0.
+    known = found.dropna(subset=["last_event_s"])
+    popularity = read_items(known, data.now, params).set_index("item_id").reindex(data.item_ids).fillna(0.0)
+    categories = categories_of(items)
+    return History(
+        data=data,
+        user_share=np.stack(state["interest_share"].to_numpy()).astype(np.float32),
+        user_events=state["events_decayed"].to_numpy(np.float64),
+        user_last=last,
+        profiles=unit_profiles(users, vectors.vectors.shape[1]),
+        item_vectors=normalise(vectors.aligned(data.item_ids)),
+        item_share=category_weights(items, data.item_ids, categories),
+        pop_short=popularity["popularity_short"].to_numpy(np.float64),
+        pop_long=popularity["popularity_long"].to_numpy(np.float64),
+        recent=_recent(data, recent_items),
+    )
+
+
+def _recent(data: Interactions, m: int) -> np.ndarray:
+    """Each user's ``m`` latest distinct item columns, newest first."""
+    order = np.lexsort((-data.seconds, data.users))
+    users, items = data.users[order], data.items[order]
+    out = np.full((data.n_users, m), -1, dtype=np.int64)
+    starts = np.searchsorted(users, np.arange(data.n_users))
+    ends = np.searchsorted(users, np.arange(data.n_users), side="right")
+    for u, (a, b) in enumerate(zip(starts, ends)):
+        _, first = np.unique(items[a:b], return_index=True)
+        latest = items[a:b][np.sort(first)][:m]
+        out[u, : len(latest)] = latest
+    return out
+
+
+CHUNK_ROWS = 1024  # users per chunk: bounds the (rows x recent x items) similarity block
+
+
+def view(
+    h: History, rows: np.ndarray, cf: DecayedItemKNN, ease: EASE, pop: DecayedPopularity, alpha: float, cfg: CandidateConfig
+) -> View:
+    """Candidates and features for ``rows``, with ``cf``, ``ease`` and ``pop`` fitted on ``h.data``.
+
+    ``alpha`` weighs the LM score against item-CF when choosing the CF candidates (the
+    textbook ``I0 exp(-kt) + alpha LM`` scorer); the scorer then sees both scores apart.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    parts = [_chunk(h, rows[i : i + CHUNK_ROWS], cf, ease, pop, alpha, cfg) for i in range(0, len(rows), CHUNK_ROWS)]
+    if not parts:
+        return View(h, rows, np.empty((0, cfg.width), np.int64), np.empty((0, cfg.width, len(FEATURES)), np.float32))
+    return View(h, rows, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    """Per row, each item's rank (0 = best) under ``scores``, ties by index."""
+    ranks = np.empty(scores.shape, dtype=np.float32)
+    ranks[np.arange(len(scores))[:, None], np.argsort(-scores, axis=1, kind="stable")] = np.arange(scores.shape[1])
+    return ranks
+
+
+def _chunk(h: History, rows: np.ndarray, cf, ease, pop, alpha: float, cfg: CandidateConfig) -> tuple[np.ndarray, np.ndarray]:
+    seen = h.data.matrix()[rows]
+    cf_scores = minmax_rows(cf.score(rows))
+    ease_scores = minmax_rows(ease.score(rows))
+    lm_scores = h.profiles[rows] @ h.item_vectors.T
+    recent_vectors = h.item_vectors[np.maximum(h.recent[rows], 0)] * (h.recent[rows] >= 0)[..., None]
+    lm_recent = np.einsum("rmd,nd->rmn", recent_vectors, h.item_vectors).max(axis=1)
+    pop_scores = np.broadcast_to(pop.score(rows[:1])[0], (len(rows), h.data.n_items))
+    lists = [
+        top_unseen(cf_scores + np.float32(alpha) * minmax_rows(lm_scores), seen, cfg.cf),
+        top_unseen(ease_scores, seen, cfg.ease),
+        top_unseen(lm_recent, seen, cfg.lm),
+        top_unseen(pop_scores, seen, cfg.pop),
+    ]
+    items, source = union(lists, cfg.width)
+    safe = np.maximum(items, 0)
+    take = lambda matrix: np.take_along_axis(matrix, safe, axis=1)  # noqa: E731
+    n_hist = np.asarray(h.data.matrix()[rows].sum(axis=1)).ravel()
+    stamp = pd.to_datetime(h.user_last[rows], unit="s", utc=True)
+    hour = 2 * np.pi * (stamp.hour.to_numpy() + stamp.minute.to_numpy() / 60) / 24
+    weekday = 2 * np.pi * stamp.weekday.to_numpy() / 7
+    per_user = lambda values: np.broadcast_to(np.asarray(values, dtype=np.float32)[:, None], items.shape)  # noqa: E731
+    columns = {
+        "cf": take(cf_scores),
+        "cf_rank": 1.0 / np.log2(2.0 + take(_ranks(cf_scores))),
+        "ease": take(ease_scores),
+        "ease_rank": 1.0 / np.log2(2.0 + take(_ranks(ease_scores))),
+        "lm": take(lm_scores),
+        "lm_recent": take(lm_recent),
+        "topic": np.einsum("rc,rwc->rw", h.user_share[rows], h.item_share[safe]),
+        "pop_short": np.log1p(h.pop_short[safe]),
+        "pop_long": np.log1p(h.pop_long[safe]),
+        "trend": np.log((h.pop_short[safe] + 1.0) / (h.pop_long[safe] + 1.0)),
+        "user_events": per_user(np.log1p(h.user_events[rows])),
+        "user_idle_days": per_user(np.log1p((h.data.now - h.user_last[rows]) / SECONDS_PER_DAY)),
+        "user_items": per_user(np.log1p(n_hist)),
+        "from_cf": source == 0, "from_ease": source == 1, "from_lm": source == 2, "from_pop": source == 3,
+        "hour_sin": per_user(np.sin(hour)), "hour_cos": per_user(np.cos(hour)),
+        "weekday_sin": per_user(np.sin(weekday)), "weekday_cos": per_user(np.cos(weekday)),
+    }
+    features = np.stack([np.asarray(columns[name], dtype=np.float32) for name in FEATURES], axis=-1)
+    features[items < 0] = 0.0
+    return items, features
+
+
+def positives(v: View, truth: sp.csr_matrix) -> np.ndarray:
+    """Boolean ``(len(rows), width)``: candidates that are in each row's ``truth``."""
+    truth = sp.csr_matrix(truth)
+    out = np.zeros(v.items.shape, dtype=bool)
+    for r in range(len(v.rows)):
+        wanted = truth.indices[truth.indptr[r] : truth.indptr[r + 1]]
+        out[r] = np.isin(v.items[r], wanted) & (v.items[r] >= 0)
+    return out

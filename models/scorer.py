@@ -1,0 +1,185 @@
+"""The trainable scorer: an MLP over candidate features and the LM vectors, in torch.
+
+Input per user-item pair: the features of ``models.ranking_data.FEATURES`` (standardised
+with statistics of the training examples) and the elementwise product of a learnt low-rank
+projection of the user's LM profile and of the item's LM vector, so that the text vectors
+themselves take part without a 384-wide input per pair. Output: one score; a user's
+candidates are ranked by it.
+
+Training: each positive (a candidate the user went on to touch) against ``negatives``
+candidates sampled from the same user's non-positive candidates, softmax cross-entropy
+(sampled softmax). Seeds fixed; on CPU a run is bit-for-bit repeatable.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.ranking_data import FEATURES, View
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScorerParams:
+    hidden: int = 64
+    proj: int = 32  # rank of the LM vector interaction
+    dropout: float = 0.1
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    negatives: int = 32  # sampled per positive from the user's candidates
+    batch_users: int = 256
+    max_epochs: int = 30
+    patience: int = 3  # epochs without a better validation score before stopping
+    seed: int = 0
+
+
+class ScorerNet(nn.Module):
+    def __init__(self, n_features: int, dim: int, hidden: int, proj: int, dropout: float) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
+        self.proj = nn.Linear(dim, proj, bias=False)
+        self.mlp = nn.Sequential(
+            nn.Linear(n_features + proj, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, features: torch.Tensor, user_vec: torch.Tensor, item_vecs: torch.Tensor) -> torch.Tensor:
+        """``(B, W, F)``, ``(B, d)``, ``(B, W, d)`` -> ``(B, W)`` scores."""
+        dense = (features - self.mean) / self.std
+        text = self.proj(user_vec)[:, None, :] * self.proj(item_vecs)
+        return self.mlp(torch.cat([dense, text], dim=-1)).squeeze(-1)
+
+
+def _batch(v: View, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    h = v.history
+    items = v.items[idx]
+    item_vecs = h.item_vectors[np.maximum(items, 0)] * (items >= 0)[..., None]
+    return (
+        torch.from_numpy(v.features[idx]),
+        torch.from_numpy(h.profiles[v.rows[idx]]),
+        torch.from_numpy(np.ascontiguousarray(item_vecs, dtype=np.float32)),
+    )
+
+
+def scores(net: ScorerNet, v: View, batch_users: int = 512) -> np.ndarray:
+    """``(len(rows), width)`` scores of each row's candidates; padding gets ``-inf``."""
+    net.eval()
+    out = np.empty(v.items.shape, dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, len(v.rows), batch_users):
+            idx = np.arange(start, min(start + batch_users, len(v.rows)))
+            out[idx] = net(*_batch(v, idx)).numpy()
+    out[v.items < 0] = -np.inf
+    return out
+
+
+def full_scores(net: ScorerNet, v: View) -> np.ndarray:
+    """``(len(rows), n_items)`` with each row's candidates scored and every other item ``-inf``."""
+    out = np.full((len(v.rows), v.history.data.n_items), -np.inf, dtype=np.float32)
+    cand = scores(net, v)
+    r, c = np.nonzero(v.items >= 0)
+    out[r, v.items[r, c]] = cand[r, c]
+    return out
+
+
+def train(
+    v: View,
+    positive: np.ndarray,
+    params: ScorerParams,
+    monitor: Callable[[ScorerNet], float] | None = None,
+    epochs: int | None = None,
+) -> tuple[ScorerNet, list[float], dict]:
+    """Fit a scorer on ``v``'s candidates with ``positive`` marking the ones to rank first.
+
+    With ``monitor`` (a validation score, higher is better) training stops after
+    ``patience`` epochs without improvement and returns the best epoch's weights; otherwise
+    it runs ``epochs`` epochs (a refit with the epoch count the search found).
+
+    Returns:
+        ``(net, validation scores per epoch, stats)``.
+    """
+    torch.manual_seed(params.seed)
+    rng = np.random.default_rng(params.seed)
+    users = np.flatnonzero(positive.any(axis=1))
+    if len(users) == 0:
+        raise ValueError("no user has a positive among their candidates: nothing to learn")
+    net = ScorerNet(len(FEATURES), v.history.item_vectors.shape[1], params.hidden, params.proj, params.dropout)
+    valid = v.items[users] >= 0
+    sample = v.features[users][valid]
+    net.mean.copy_(torch.from_numpy(sample.mean(axis=0)))
+    net.std.copy_(torch.from_numpy(np.maximum(sample.std(axis=0), 1e-6)))
+    optimiser = torch.optim.AdamW(net.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    history: list[float] = []
+    best, best_state, pairs, started = -np.inf, None, 0, time.perf_counter()
+    for epoch in range(epochs or params.max_epochs):
+        net.train()
+        order = users[rng.permutation(len(users))]
+        for start in range(0, len(order), params.batch_users):
+            idx = order[start : start + params.batch_users]
+            loss, n = _loss(net, v, idx, positive[idx], params.negatives, rng)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            pairs += n
+        if monitor is None:
+            continue
+        score = monitor(net)
+        history.append(score)
+        log.info("  epoch %d: validation %.4f", epoch + 1, score)
+        if score > best:
+            best, best_state = score, {k: t.clone() for k, t in net.state_dict().items()}
+        elif len(history) - 1 - int(np.argmax(history)) >= params.patience:
+            break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    elapsed = time.perf_counter() - started
+    stats = {"train_s": round(elapsed, 2), "pairs": pairs, "pairs_per_s": round(pairs / max(elapsed, 1e-9)), "users": len(users)}
+    return net.eval(), history, stats
+
+
+def _loss(net: ScorerNet, v: View, idx: np.ndarray, positive: np.ndarray, k: int, rng) -> tuple[torch.Tensor, int]:
+    """Sampled softmax: each positive against ``k`` of its user's other candidates."""
+    logits = net(*_batch(v, idx))
+    candidates = (v.items[idx] >= 0) & ~positive
+    # Random keys, -inf where not a negative: the top k keys are a uniform sample.
+    keys = np.where(candidates, rng.random(candidates.shape), -np.inf)
+    k = min(k, keys.shape[1])
+    negatives = np.argpartition(-keys, k - 1, axis=1)[:, :k]
+    usable = torch.from_numpy(np.take_along_axis(candidates, negatives, axis=1))
+    negative_logits = torch.gather(logits, 1, torch.from_numpy(negatives)).masked_fill(~usable, float("-inf"))
+    rows, cols = np.nonzero(positive)
+    positive_logits = logits[torch.from_numpy(rows), torch.from_numpy(cols)]
+    everything = torch.cat([positive_logits[:, None], negative_logits[torch.from_numpy(rows)]], dim=1)
+    return (torch.logsumexp(everything, dim=1) - positive_logits).mean(), len(rows)
+
+
+def to_bytes(net: ScorerNet, params: ScorerParams, extra: dict) -> dict[str, bytes]:
+    """The files of a stored scorer: safetensors weights and a JSON config."""
+    from safetensors.torch import save
+
+    config = {"features": list(FEATURES), "dim": net.proj.in_features, "params": asdict(params), **extra}
+    return {"weights.safetensors": save(net.state_dict()), "config.json": json.dumps(config, indent=1).encode()}
+
+
+def from_files(weights: bytes, config: bytes) -> tuple[ScorerNet, dict]:
+    """A scorer from its stored files (safetensors: no code runs while loading)."""
+    from safetensors.torch import load
+
+    cfg = json.loads(config)
+    if cfg["features"] != list(FEATURES):
+        raise ValueError(f"stored scorer expects features {cfg['features']}, this code makes {list(FEATURES)}")
+    p = ScorerParams(**cfg["params"])
+    net = ScorerNet(len(FEATURES), cfg["dim"], p.hidden, p.proj, p.dropout)
+    net.load_state_dict(load(weights))
+    return net.eval(), cfg
+

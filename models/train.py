@@ -1,0 +1,209 @@
+"""Train the scorer under one protocol: search on validation, refit, test, beside the baselines.
+
+For each phase (validation: fit on train; test: fit on train + validation) the fitting
+events are cut once more: the scorer learns from an earlier history to rank what came next
+(P1: the last ``label_share`` of the fitting events by time; P2: each user's last fitting
+event), then ranks the phase's real targets from the whole fitting history. A search
+(Optuna, TPE) picks the hyperparameters on validation NDCG@10 with early stopping; the best
+trial's settings and epoch count are refit for test.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.splits import split_p1, split_p2
+from models import metrics
+from models.baselines import EASE, DecayedItemKNN, DecayedPopularity
+from models.candidates import CandidateConfig, recall
+from models.evaluate import context, measure
+from models.lm_score import ItemVectors
+from models.protocols import Target, Task, encode, tasks
+from models.ranking_data import History, View, history, positives, view
+from models.scorer import ScorerNet, ScorerParams, full_scores, scores, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    half_life_days: tuple[float, float] = (3.0, 365.0)  # log-uniform
+    alpha: tuple[float, float] = (0.0, 1.0)
+    ease_reg: tuple[float, float] = (100.0, 100_000.0)  # log-uniform
+    lr: tuple[float, float] = (1e-3, 1e-2)  # log-uniform
+    hidden: tuple[int, ...] = (32, 64, 128)
+    dropout: tuple[float, float] = (0.0, 0.3)
+    weight_decay: tuple[float, float] = (1e-6, 1e-3)  # log-uniform
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    trials: int = 8
+    timeout_s: float | None = None  # search budget in seconds (None: trials only)
+    seed: int = 0
+    label_share: float = 0.25
+    knn_k: int = 250
+    pop_half_life_days: float = 30.0
+    candidates: CandidateConfig = field(default_factory=CandidateConfig)
+    scorer: ScorerParams = field(default_factory=ScorerParams)
+    space: SearchSpace = field(default_factory=SearchSpace)
+    p99_users: int = 200  # single-user scoring calls timed for the latency guard
+
+
+@dataclass
+class Phase:
+    """One phase's histories and targets: the inner one to learn from, the real one to rank."""
+
+    inner: History
+    inner_target: Target
+    outer: History
+    target: Target
+
+
+@dataclass
+class Outcome:
+    protocol: str
+    params: dict  # chosen hyperparameters (search space + epochs)
+    valid: float
+    test: dict[str, float]
+    segments: dict[str, dict[str, float]]
+    candidate_recall: dict[str, float]
+    trials: list[dict]
+    train_stats: dict
+    net: ScorerNet
+    users: int
+    test_phase: Phase  # kept so that a champion can be measured on exactly this split
+
+
+def inner_split(protocol: str, fit: pd.DataFrame, label_share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(history, labels) inside a phase's fitting events."""
+    if protocol == "P2":
+        parts = split_p2(fit)
+        return pd.concat([parts["train"], parts["valid"]], ignore_index=True), parts["test"]
+    parts = split_p1(fit, (1.0 - label_share, label_share, 0.0))
+    return parts["train"], parts["valid"]
+
+
+def phase(task: Task, items: pd.DataFrame, vectors: ItemVectors, features_cfg, settings: TrainSettings) -> Phase:
+    m = settings.candidates.recent_items
+    earlier, labels = inner_split(task.protocol, task.fit, settings.label_share)
+    inner_target = encode(Task(task.protocol, "inner", earlier, labels, earlier))
+    inner = history(earlier, items, vectors, features_cfg, m)
+    outer = history(task.fit, items, vectors, features_cfg, m)
+    return Phase(inner, inner_target, outer, encode(task))
+
+
+def views(p: Phase, hp: dict, settings: TrainSettings) -> tuple[View, View]:
+    """The inner view to learn from and the outer view to rank, under hyperparameters ``hp``."""
+    out = []
+    for h, target in ((p.inner, p.inner_target), (p.outer, p.target)):
+        cf = DecayedItemKNN(k=settings.knn_k, half_life_days=hp["half_life_days"]).fit(h.data)
+        ease = EASE(reg=hp["ease_reg"]).fit(h.data)
+        pop = DecayedPopularity(half_life_days=settings.pop_half_life_days).fit(h.data)
+        out.append(view(h, target.rows, cf, ease, pop, hp["alpha"], settings.candidates))
+    return out[0], out[1]
+
+
+def ndcg(net: ScorerNet, v: View, target: Target, k: int = 10) -> float:
+    top = metrics.top_k(full_scores(net, v), target.hidden, k)
+    return float(np.nanmean(metrics.ranking_metrics(top, target.truth, k)["ndcg"]))
+
+
+def scorer_params(hp: dict, base: ScorerParams) -> ScorerParams:
+    keys = ("lr", "hidden", "dropout", "weight_decay")
+    return replace(base, **{k: hp[k] for k in keys if k in hp})
+
+
+def search(p: Phase, settings: TrainSettings) -> tuple[dict, float, list[dict]]:
+    """Optuna TPE over the space; each trial trains with early stopping on validation."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = settings.space
+    trials: list[dict] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        hp = {
+            "half_life_days": trial.suggest_float("half_life_days", *space.half_life_days, log=True),
+            "alpha": trial.suggest_float("alpha", *space.alpha),
+            "ease_reg": trial.suggest_float("ease_reg", *space.ease_reg, log=True),
+            "lr": trial.suggest_float("lr", *space.lr, log=True),
+            "hidden": trial.suggest_categorical("hidden", list(space.hidden)),
+            "dropout": trial.suggest_float("dropout", *space.dropout),
+            "weight_decay": trial.suggest_float("weight_decay", *space.weight_decay, log=True),
+        }
+        started = time.perf_counter()
+        learn, rank = views(p, hp, settings)
+        _, curve, stats = train(
+            learn, positives(learn, p.inner_target.truth), scorer_params(hp, settings.scorer),
+            monitor=lambda net: ndcg(net, rank, p.target),
+        )
+        best = int(np.argmax(curve))
+        record = {"trial": trial.number, **hp, "epochs": best + 1, "valid_ndcg_at_10": round(curve[best], 4),
+                  "curve": [round(c, 4) for c in curve], "seconds": round(time.perf_counter() - started, 1), **stats}
+        trials.append(record)
+        trial.set_user_attr("epochs", best + 1)
+        log.info("trial %d: valid ndcg@10 %.4f after %d epoch(s) %s", trial.number, curve[best], best + 1,
+                 {k: (round(v, 4) if isinstance(v, float) else v) for k, v in hp.items()})
+        return curve[best]
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=settings.seed))
+    # The first trial is the defaults, so the search never ends below a sensible start.
+    study.enqueue_trial(
+        {"half_life_days": 7.0, "alpha": 0.25, "ease_reg": 1000.0, "lr": 3e-3, "hidden": 64, "dropout": 0.1, "weight_decay": 1e-5}
+    )
+    study.optimize(objective, n_trials=settings.trials, timeout=settings.timeout_s)
+    best = study.best_trial
+    return {**best.params, "epochs": best.user_attrs["epochs"]}, best.value, trials
+
+
+def p99_ms(net: ScorerNet, v: View, n: int, seed: int = 0) -> float:
+    """p99 of scoring one user's candidates, in milliseconds (the serving path's model cost)."""
+    rng = np.random.default_rng(seed)
+    times = []
+    for i in rng.integers(0, len(v.rows), size=min(n, len(v.rows))):
+        single = View(v.history, v.rows[i : i + 1], v.items[i : i + 1], v.features[i : i + 1])
+        started = time.perf_counter()
+        scores(net, single)
+        times.append((time.perf_counter() - started) * 1000)
+    return float(np.percentile(times, 99)) if times else float("nan")
+
+
+def run(protocol: str, parts: dict[str, pd.DataFrame], items: pd.DataFrame, vectors: ItemVectors,
+        features_cfg, segments, settings: TrainSettings) -> Outcome:
+    """Search on validation, refit on train + validation, measure on test."""
+    phases = tasks(protocol, parts)
+    started = time.perf_counter()
+    valid = phase(phases["valid"], items, vectors, features_cfg, settings)
+    log.info("%s: validation histories ready in %.1fs; searching %d trial(s)", protocol, time.perf_counter() - started, settings.trials)
+    hp, valid_score, trials = search(valid, settings)
+    test = phase(phases["test"], items, vectors, features_cfg, settings)
+    learn, _ = views(test, hp, settings)
+    net, _, stats = train(learn, positives(learn, test.inner_target.truth), scorer_params(hp, settings.scorer), epochs=hp["epochs"])
+    overall, segs, rank = measure_net(net, hp, test, items, segments, settings)
+    _, valid_rank = views(valid, hp, settings)
+    candidate_recall = {"valid": recall(valid_rank.items, valid.target.truth), "test": recall(rank.items, test.target.truth)}
+    log.info("%s scorer: test ndcg@10 %.4f (candidate recall %.3f)", protocol, overall["ndcg_at_10"], candidate_recall["test"])
+    return Outcome(protocol, hp, valid_score, overall, segs, candidate_recall, trials, stats, net, len(test.target.rows), test)
+
+
+def measure_net(net: ScorerNet, hp: dict, p: Phase, items: pd.DataFrame, segments, settings: TrainSettings):
+    """Test metrics (at 10 and 20, with segments and the p99 scoring latency) of a trained net."""
+    _, rank = views(p, hp, settings)
+    top = metrics.top_k(full_scores(net, rank), p.target.hidden, 20)
+    overall, segs = measure(top, p.target, context(p.target, items, segments), [10, 20], segments)
+    overall["p99_score_ms"] = p99_ms(net, rank, settings.p99_users, settings.seed)
+    return overall, segs, rank
+
+
+def write_trials(outcome: Outcome, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"trials_{outcome.protocol}.jsonl"
+    path.write_text("".join(json.dumps(t) + "\n" for t in outcome.trials))
+    return path

@@ -1,0 +1,68 @@
+"""The train step end to end on synthetic drifting users: table, registry, gate, rollback."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from features.synthetic import SyntheticConfig, make_drift_dataset
+from flows.cli import format_training, main
+from flows.steps import split_step, train_step
+from models.embeddings import save_vectors
+from models.registry import Registry
+
+
+@pytest.fixture
+def params(params_for, tmp_path):
+    drift = make_drift_dataset(SyntheticConfig(n_users=80, n_items=120, events_per_user=30, seed=11))
+    base = params_for()
+    base.validation.validated_dir.mkdir(parents=True)
+    drift.events.to_parquet(base.validation.validated_dir / "events.parquet", index=False)
+    drift.items.to_parquet(base.validation.validated_dir / "items.parquet", index=False)
+    names = sorted({c for row in drift.items["categories"] for c in row})
+    ordered = drift.items.sort_values("item_id")
+    raw = np.array([[float(n in row) for n in names] for row in ordered["categories"]], dtype=np.float32)
+    lm = base.lm.model_copy(update={"out": tmp_path / "embeddings" / "items.npz"})
+    save_vectors(lm.out, ordered["item_id"].to_numpy(), raw / np.linalg.norm(raw, axis=1, keepdims=True), "genres")
+    train = base.train.model_copy(
+        update={
+            "protocols": ["P2"], "trials": 2, "registry_dir": tmp_path / "registry", "out_dir": tmp_path / "training",
+            "p99_users": 20,
+            "candidates": base.train.candidates.model_copy(update={"cf": 30, "ease": 20, "lm": 10, "pop": 10}),
+            "scorer": base.train.scorer.model_copy(update={"hidden": 16, "proj": 4, "max_epochs": 4, "batch_users": 32}),
+        }
+    )
+    evaluate = base.evaluate.model_copy(update={"models": {"pop": {}, "itemknn_decay": {"k": [20], "half_life_days": [7]}}})
+    split = base.split.model_copy(update={"protocols": ["P2"]})
+    params = base.model_copy(update={"lm": lm, "train": train, "evaluate": evaluate, "split": split})
+    split_step(params)
+    return params
+
+
+def test_train_registers_promotes_then_rejects_an_equal_challenger(params):
+    first = train_step(params)
+    registry = Registry(params.train.registry_dir)
+    assert first["promoted"] and registry.champion() == first["model"] == first["champion"]
+    table = first["protocols"]["P2"]
+    assert set(table) == {"scorer", "pop", "itemknn_decay"}
+    assert 0 < table["scorer"]["ndcg_at_10"] <= 1 and table["scorer"]["p99_score_ms"] > 0
+    info = registry.info(first["model"])
+    assert info["labels"]["protocol"] == "P2" and len(info["labels"]["data_version"]) == 12
+    assert (registry.path(first["model"]) / "weights.safetensors").stat().st_size > 0
+    assert (params.train.out_dir / "trials_P2.jsonl").read_text().count("\n") == 2
+    printed = format_training(first)
+    assert "scorer" in printed and "promoted to champion" in printed
+
+    # Same data, same seed, same settings: the same NDCG, which does not clear the margin.
+    second = train_step(params)
+    assert not second["promoted"] and registry.champion() == first["model"]
+    assert any("< " in reason for reason in second["reasons"])
+    assert [e["action"] for e in registry.history()] == ["promote"]
+
+
+def test_rollback_without_an_earlier_champion_is_a_clear_error(params, tmp_path, capsys):
+    import yaml
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"train": {"registry_dir": str(params.train.registry_dir)}}))
+    assert main(["--params", str(path), "rollback"]) == 1
+    assert "nothing to roll back to" in capsys.readouterr().err

@@ -1,0 +1,107 @@
+"""The scorer and its training on synthetic drifting users, through real Feast histories."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from features.splits import split_p2
+from features.synthetic import SyntheticConfig, make_drift_dataset
+from flows.config import EvaluateConfig, FeaturesConfig
+from models import metrics
+from models.baselines import Popularity
+from models.candidates import CandidateConfig, recall, union
+from models.lm_score import ItemVectors
+from models.protocols import tasks
+from models.ranking_data import FEATURES, positives
+from models.scorer import ScorerParams, from_files, full_scores, to_bytes, train
+from models.train import TrainSettings, inner_split, phase, run, views
+
+SETTINGS = TrainSettings(
+    trials=2, candidates=CandidateConfig(cf=30, ease=20, lm=10, pop=10, recent_items=3),
+    scorer=ScorerParams(hidden=16, proj=4, max_epochs=4, patience=2, batch_users=32), p99_users=20,
+)
+HP = {"half_life_days": 10.0, "alpha": 0.2, "ease_reg": 500.0, "epochs": 3}
+
+
+@pytest.fixture(scope="module")
+def drift():
+    return make_drift_dataset(SyntheticConfig(n_users=80, n_items=120, events_per_user=30, seed=11))
+
+
+@pytest.fixture(scope="module")
+def vectors(drift):
+    """Unit vectors of each item's categories: text-like vectors that carry the genre."""
+    names = sorted({c for row in drift.items["categories"] for c in row})
+    ordered = drift.items.sort_values("item_id")
+    raw = np.array([[float(n in row) for n in names] for row in ordered["categories"]], dtype=np.float32)
+    return ItemVectors(ordered["item_id"].to_numpy(), raw / np.linalg.norm(raw, axis=1, keepdims=True))
+
+
+@pytest.fixture(scope="module")
+def test_phase(drift, vectors, tmp_path_factory):
+    task = tasks("P2", split_p2(drift.events))["test"]
+    return phase(task, drift.items, vectors, FeaturesConfig(), SETTINGS)
+
+
+def test_union_keeps_first_sources_order_and_pads():
+    items, source = union([np.array([[3, 1, -1]]), np.array([[1, 4, 5]])], 4)
+    assert items.tolist() == [[3, 1, 4, 5]] and source.tolist() == [[0, 0, 1, 1]]
+    assert recall(items, __import__("scipy.sparse").sparse.csr_matrix(np.array([[0, 1, 1, 0, 0, 0]]))) == 0.5
+
+
+def test_inner_split_takes_each_users_last_event_under_p2_and_the_latest_share_under_p1(drift):
+    history, labels = inner_split("P2", drift.events, 0.25)
+    assert len(labels) == drift.events["user_id"].nunique() and labels["user_id"].is_unique
+    assert history["timestamp"].groupby(history["user_id"]).max().le(labels.set_index("user_id")["timestamp"]).all()
+    earlier, later = inner_split("P1", drift.events, 0.25)
+    assert len(later) == pytest.approx(0.25 * len(drift.events), abs=1) and earlier["timestamp"].max() <= later["timestamp"].min()
+
+
+def test_views_hold_unseen_candidates_with_finite_features(test_phase):
+    learn, rank = views(test_phase, HP, SETTINGS)
+    assert rank.features.shape == (len(test_phase.target.rows), SETTINGS.candidates.width, len(FEATURES))
+    assert np.isfinite(rank.features).all()
+    seen = test_phase.outer.data.matrix()[rank.rows].toarray().astype(bool)
+    picked = np.take_along_axis(seen, np.maximum(rank.items, 0), axis=1) & (rank.items >= 0)
+    assert not picked.any()  # nobody is offered what they already had
+    assert positives(learn, test_phase.inner_target.truth).any()
+
+
+def test_training_is_repeatable_and_survives_a_round_trip_through_safetensors(test_phase):
+    learn, rank = views(test_phase, HP, SETTINGS)
+    truth = positives(learn, test_phase.inner_target.truth)
+    first, _, stats = train(learn, truth, SETTINGS.scorer, epochs=2)
+    second, _, _ = train(learn, truth, SETTINGS.scorer, epochs=2)
+    for name, tensor in first.state_dict().items():
+        assert torch.equal(tensor, second.state_dict()[name]), name
+    assert stats["pairs"] > 0 and stats["pairs_per_s"] > 0
+    files = to_bytes(first, SETTINGS.scorer, {"hp": HP})
+    loaded, config = from_files(files["weights.safetensors"], files["config.json"])
+    np.testing.assert_array_equal(full_scores(loaded, rank), full_scores(first, rank))
+    assert config["hp"] == HP
+    tampered = files["config.json"].replace(b'"cf"', b'"cf_old"')
+    with pytest.raises(ValueError, match="expects features"):
+        from_files(files["weights.safetensors"], tampered)
+
+
+def test_the_trained_scorer_beats_popularity_on_drifting_users(test_phase):
+    learn, rank = views(test_phase, HP, SETTINGS)
+    net, _, _ = train(learn, positives(learn, test_phase.inner_target.truth), SETTINGS.scorer, epochs=4)
+    target = test_phase.target
+
+    def ndcg(scores):
+        return float(np.nanmean(metrics.ranking_metrics(metrics.top_k(scores, target.hidden, 10), target.truth, 10)["ndcg"]))
+
+    pop = Popularity().fit(target.data).score(target.rows)
+    assert ndcg(full_scores(net, rank)) > 1.5 * ndcg(pop)
+
+
+def test_run_searches_on_validation_and_reports_test_metrics(drift, vectors):
+    outcome = run("P2", split_p2(drift.events), drift.items, vectors, FeaturesConfig(), EvaluateConfig().segments, SETTINGS)
+    assert len(outcome.trials) == 2 and outcome.trials[0]["half_life_days"] == 7.0  # the defaults go first
+    assert outcome.valid == pytest.approx(max(t["valid_ndcg_at_10"] for t in outcome.trials), abs=1e-4)
+    assert 1 <= outcome.params["epochs"] <= SETTINGS.scorer.max_epochs
+    assert 0 < outcome.candidate_recall["test"] <= 1
+    for key in ("ndcg_at_10", "coverage_at_10", "ild_at_10", "p99_score_ms"):
+        assert np.isfinite(outcome.test[key]), key
