@@ -1,7 +1,10 @@
 """The Feast store in either profile, and the reads and writes the project makes through it.
 
-local: SQLite online store, file offline store, file registry (nothing to run).
+local: SQLite online store, file registry (nothing to run).
 production: Redis online store, SQL registry on PostgreSQL (both on 127.0.0.1).
+Both read the Parquet tables through the DuckDB offline store: the file (dask) store spends
+most of a point-in-time join pickling the array columns to tokenize them (75 s against 5 s
+for one ml-1m training history).
 """
 from __future__ import annotations
 
@@ -51,7 +54,7 @@ def repo_config(cfg: StoreConfig):
         provider="local",
         registry=registry,
         online_store=online,
-        offline_store={"type": "file"},
+        offline_store={"type": "duckdb"},
         entity_key_serialization_version=3,
         repo_path=str(local),
     )
@@ -137,11 +140,14 @@ def online_items(store: FeatureStore, item_ids) -> pd.DataFrame:
 def historical(store: FeatureStore, entity_rows: pd.DataFrame, features: list[str]) -> pd.DataFrame:
     """Point-in-time features for every entity row, exactly one output row per input row.
 
-    The file offline store silently drops an entity row whose key has rows but none inside
-    [timestamp - ttl, timestamp]; merging back onto the input keeps it, with nulls.
+    Feast's offline stores may drop an entity row whose key has rows but none inside
+    [timestamp - ttl, timestamp] (the file store does); merging back onto the input keeps
+    it, with nulls.
     """
     keys = [c for c in entity_rows.columns if c != "event_timestamp"]
-    request = entity_rows.reset_index(drop=True).assign(_row=lambda f: np.arange(len(f)))
+    # The offline store keeps microseconds; a nanosecond timestamp would fail its cast.
+    stamps = pd.to_datetime(entity_rows["event_timestamp"], utc=True).dt.floor("us").astype("datetime64[us, UTC]")
+    request = entity_rows.reset_index(drop=True).assign(event_timestamp=stamps.to_numpy(), _row=lambda f: np.arange(len(f)))
     found = store.get_historical_features(entity_df=request, features=features).to_df()
     values = found.drop(columns=keys + ["event_timestamp"]).drop_duplicates("_row")
     merged = request.merge(values, on="_row", how="left").sort_values("_row")

@@ -191,11 +191,14 @@ class GateSettings(_Strict):
 
 
 class TrainConfig(_Strict):
-    protocols: list[Literal["P1", "P2"]] = ["P2"]  # the first one gates promotion
+    # The first one gates promotion. auto: P2 on ml-latest-small (too few users span a
+    # global time split there, BENCHMARK.md), P1 then P2 elsewhere.
+    protocols: Literal["auto"] | list[Literal["P1", "P2"]] = "auto"
     trials: int = 8
     timeout_s: float | None = None
     seed: int = 0
     label_share: float = 0.25
+    label_windows: int = 1
     knn_k: int = 250
     pop_half_life_days: float = 30.0
     p99_users: int = 200
@@ -205,6 +208,12 @@ class TrainConfig(_Strict):
     gate: GateSettings = GateSettings()
     registry_dir: Path = Path("data/registry")  # champion pointer and promotion log
     out_dir: Path = Path("reports/training")
+
+
+def train_protocols(params: "Params") -> list[str]:
+    if params.train.protocols != "auto":
+        return list(params.train.protocols)
+    return ["P2"] if params.data.dataset == "ml-latest-small" else ["P1", "P2"]
 
 
 class Params(_Strict):

@@ -250,7 +250,8 @@ def train_settings(cfg):
     from models.train import SearchSpace, TrainSettings
 
     return TrainSettings(
-        trials=cfg.trials, timeout_s=cfg.timeout_s, seed=cfg.seed, label_share=cfg.label_share, knn_k=cfg.knn_k,
+        trials=cfg.trials, timeout_s=cfg.timeout_s, seed=cfg.seed, label_share=cfg.label_share,
+        label_windows=cfg.label_windows, knn_k=cfg.knn_k,
         pop_half_life_days=cfg.pop_half_life_days, p99_users=cfg.p99_users,
         candidates=CandidateConfig(**cfg.candidates.model_dump()),
         scorer=ScorerParams(**cfg.scorer.model_dump()),
@@ -314,8 +315,10 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
     from models.scorer import to_bytes
     from models.train import run, write_trials
 
+    from flows.config import train_protocols
+
     cfg = params.train
-    protocols = protocols or cfg.protocols
+    protocols = protocols or train_protocols(params)
     settings = train_settings(cfg)
     ensure_splits(params)
     items = pd.read_parquet(params.validation.validated_dir / "items.parquet")

@@ -53,21 +53,25 @@ class ScorerNet(nn.Module):
             nn.Linear(hidden, 1),
         )
 
-    def forward(self, features: torch.Tensor, user_vec: torch.Tensor, item_vecs: torch.Tensor) -> torch.Tensor:
-        """``(B, W, F)``, ``(B, d)``, ``(B, W, d)`` -> ``(B, W)`` scores."""
+    def forward(
+        self, features: torch.Tensor, user_vec: torch.Tensor, items: torch.Tensor, item_vectors: torch.Tensor
+    ) -> torch.Tensor:
+        """``(B, W, F)`` features, ``(B, d)`` profiles, ``(B, W)`` item columns (-1 = none)
+        and the ``(n_items, d)`` item vectors -> ``(B, W)`` scores."""
         dense = (features - self.mean) / self.std
-        text = self.proj(user_vec)[:, None, :] * self.proj(item_vecs)
+        # Project the catalogue once, then gather: far cheaper than projecting per candidate.
+        projected = self.proj(item_vectors)[items.clamp(min=0)] * (items >= 0)[..., None]
+        text = self.proj(user_vec)[:, None, :] * projected
         return self.mlp(torch.cat([dense, text], dim=-1)).squeeze(-1)
 
 
-def _batch(v: View, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _batch(v: View, idx: np.ndarray) -> tuple[torch.Tensor, ...]:
     h = v.history
-    items = v.items[idx]
-    item_vecs = h.item_vectors[np.maximum(items, 0)] * (items >= 0)[..., None]
     return (
         torch.from_numpy(v.features[idx]),
         torch.from_numpy(h.profiles[v.rows[idx]]),
-        torch.from_numpy(np.ascontiguousarray(item_vecs, dtype=np.float32)),
+        torch.from_numpy(v.items[idx]),
+        torch.from_numpy(h.item_vectors),
     )
 
 
@@ -83,23 +87,26 @@ def scores(net: ScorerNet, v: View, batch_users: int = 512) -> np.ndarray:
     return out
 
 
-def full_scores(net: ScorerNet, v: View) -> np.ndarray:
-    """``(len(rows), n_items)`` with each row's candidates scored and every other item ``-inf``."""
-    out = np.full((len(v.rows), v.history.data.n_items), -np.inf, dtype=np.float32)
-    cand = scores(net, v)
-    r, c = np.nonzero(v.items >= 0)
-    out[r, v.items[r, c]] = cand[r, c]
-    return out
+def top_items(net: ScorerNet, v: View, k: int) -> np.ndarray:
+    """``(len(rows), k)`` item columns, best first, ``-1`` where a row has fewer candidates.
+
+    Candidates never hold an item seen in the history, so this is the full ranking with
+    every unseen non-candidate item below every candidate."""
+    from models import metrics
+
+    position = metrics.top_k(scores(net, v), None, k)
+    items = np.take_along_axis(v.items, np.maximum(position, 0), axis=1)
+    return np.where(position >= 0, items, -1)
 
 
 def train(
-    v: View,
-    positive: np.ndarray,
+    learn: list[tuple[View, np.ndarray]],
     params: ScorerParams,
     monitor: Callable[[ScorerNet], float] | None = None,
     epochs: int | None = None,
 ) -> tuple[ScorerNet, list[float], dict]:
-    """Fit a scorer on ``v``'s candidates with ``positive`` marking the ones to rank first.
+    """Fit a scorer on the candidates of each view, its ``positive`` mask marking the ones
+    to rank first.
 
     With ``monitor`` (a validation score, higher is better) training stops after
     ``patience`` epochs without improvement and returns the best epoch's weights; otherwise
@@ -110,12 +117,17 @@ def train(
     """
     torch.manual_seed(params.seed)
     rng = np.random.default_rng(params.seed)
-    users = np.flatnonzero(positive.any(axis=1))
-    if len(users) == 0:
+    # (view, user) pairs with something to learn: a positive among the candidates.
+    pairs_of = [(i, u) for i, (_, positive) in enumerate(learn) for u in np.flatnonzero(positive.any(axis=1))]
+    if not pairs_of:
         raise ValueError("no user has a positive among their candidates: nothing to learn")
-    net = ScorerNet(len(FEATURES), v.history.item_vectors.shape[1], params.hidden, params.proj, params.dropout)
-    valid = v.items[users] >= 0
-    sample = v.features[users][valid]
+    units = np.array(pairs_of, dtype=np.int64)
+    net = ScorerNet(len(FEATURES), learn[0][0].history.item_vectors.shape[1], params.hidden, params.proj, params.dropout)
+    chunks = []
+    for i, (v, _) in enumerate(learn):
+        users = units[units[:, 0] == i, 1]
+        chunks.append(v.features[users][v.items[users] >= 0])
+    sample = np.concatenate(chunks)
     net.mean.copy_(torch.from_numpy(sample.mean(axis=0)))
     net.std.copy_(torch.from_numpy(np.maximum(sample.std(axis=0), 1e-6)))
     optimiser = torch.optim.AdamW(net.parameters(), lr=params.lr, weight_decay=params.weight_decay)
@@ -123,12 +135,19 @@ def train(
     best, best_state, pairs, started = -np.inf, None, 0, time.perf_counter()
     for epoch in range(epochs or params.max_epochs):
         net.train()
-        order = users[rng.permutation(len(users))]
+        order = units[rng.permutation(len(units))]
         for start in range(0, len(order), params.batch_users):
-            idx = order[start : start + params.batch_users]
-            loss, n = _loss(net, v, idx, positive[idx], params.negatives, rng)
+            batch = order[start : start + params.batch_users]
+            # A batch mixes views; each view's users go through the net together.
+            losses, n = [], 0
+            for i in np.unique(batch[:, 0]):
+                v, positive = learn[i]
+                idx = batch[batch[:, 0] == i, 1]
+                loss, count = _loss(net, v, idx, positive[idx], params.negatives, rng)
+                losses.append(loss * count)
+                n += count
             optimiser.zero_grad()
-            loss.backward()
+            (torch.stack(losses).sum() / n).backward()
             optimiser.step()
             pairs += n
         if monitor is None:
@@ -143,7 +162,7 @@ def train(
     if best_state is not None:
         net.load_state_dict(best_state)
     elapsed = time.perf_counter() - started
-    stats = {"train_s": round(elapsed, 2), "pairs": pairs, "pairs_per_s": round(pairs / max(elapsed, 1e-9)), "users": len(users)}
+    stats = {"train_s": round(elapsed, 2), "pairs": pairs, "pairs_per_s": round(pairs / max(elapsed, 1e-9)), "users": len(units)}
     return net.eval(), history, stats
 
 

@@ -1,9 +1,11 @@
 """Train the scorer under one protocol: search on validation, refit, test, beside the baselines.
 
 For each phase (validation: fit on train; test: fit on train + validation) the fitting
-events are cut once more: the scorer learns from an earlier history to rank what came next
-(P1: the last ``label_share`` of the fitting events by time; P2: each user's last fitting
-event), then ranks the phase's real targets from the whole fitting history. A search
+events are cut again: the scorer learns from earlier histories to rank what came next, then
+ranks the phase's real targets from the whole fitting history. ``label_windows`` cuts, going
+back from the end: under P1 window ``w`` holds the events in the ``w``-th last
+``label_share`` of the fitting events by time (history: everything before); under P2 it is
+each user's ``w``-th last event. More windows, more users to learn from. A search
 (Optuna, TPE) picks the hyperparameters on validation NDCG@10 with early stopping; the best
 trial's settings and epoch count are refit for test.
 """
@@ -26,7 +28,7 @@ from models.evaluate import context, measure
 from models.lm_score import ItemVectors
 from models.protocols import Target, Task, encode, tasks
 from models.ranking_data import History, View, history, positives, view
-from models.scorer import ScorerNet, ScorerParams, full_scores, scores, train
+from models.scorer import ScorerNet, ScorerParams, scores, top_items, train
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class TrainSettings:
     timeout_s: float | None = None  # search budget in seconds (None: trials only)
     seed: int = 0
     label_share: float = 0.25
+    label_windows: int = 1
     knn_k: int = 250
     pop_half_life_days: float = 30.0
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
@@ -58,10 +61,9 @@ class TrainSettings:
 
 @dataclass
 class Phase:
-    """One phase's histories and targets: the inner one to learn from, the real one to rank."""
+    """One phase's histories and targets: the inner ones to learn from, the real one to rank."""
 
-    inner: History
-    inner_target: Target
+    inner: list[tuple[History, Target]]
     outer: History
     target: Target
 
@@ -81,37 +83,51 @@ class Outcome:
     test_phase: Phase  # kept so that a champion can be measured on exactly this split
 
 
-def inner_split(protocol: str, fit: pd.DataFrame, label_share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(history, labels) inside a phase's fitting events."""
+def inner_split(protocol: str, fit: pd.DataFrame, label_share: float, window: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(history, labels) of label window ``window`` (1 = the latest) inside fitting events."""
     if protocol == "P2":
+        for _ in range(window - 1):  # peel off each user's last event
+            parts = split_p2(fit)
+            fit = pd.concat([parts["train"], parts["valid"]], ignore_index=True)
         parts = split_p2(fit)
         return pd.concat([parts["train"], parts["valid"]], ignore_index=True), parts["test"]
-    parts = split_p1(fit, (1.0 - label_share, label_share, 0.0))
+    end = 1.0 - (window - 1) * label_share
+    if end - label_share <= 0:
+        raise ValueError(f"label window {window} of {label_share} leaves no history")
+    parts = split_p1(fit, (end - label_share, label_share, 1.0 - end))
     return parts["train"], parts["valid"]
 
 
 def phase(task: Task, items: pd.DataFrame, vectors: ItemVectors, features_cfg, settings: TrainSettings) -> Phase:
     m = settings.candidates.recent_items
-    earlier, labels = inner_split(task.protocol, task.fit, settings.label_share)
-    inner_target = encode(Task(task.protocol, "inner", earlier, labels, earlier))
-    inner = history(earlier, items, vectors, features_cfg, m)
+    inner = []
+    for window in range(1, settings.label_windows + 1):
+        earlier, labels = inner_split(task.protocol, task.fit, settings.label_share, window)
+        target = encode(Task(task.protocol, f"inner{window}", earlier, labels, earlier))
+        inner.append((history(earlier, items, vectors, features_cfg, m), target))
     outer = history(task.fit, items, vectors, features_cfg, m)
-    return Phase(inner, inner_target, outer, encode(task))
+    return Phase(inner, outer, encode(task))
 
 
-def views(p: Phase, hp: dict, settings: TrainSettings) -> tuple[View, View]:
-    """The inner view to learn from and the outer view to rank, under hyperparameters ``hp``."""
-    out = []
-    for h, target in ((p.inner, p.inner_target), (p.outer, p.target)):
+def views(p: Phase, hp: dict, settings: TrainSettings) -> tuple[list[tuple[View, np.ndarray]], View]:
+    """Under hyperparameters ``hp``: the inner views to learn from, each with its positives,
+    and the outer view to rank."""
+
+    def one(h: History, target: Target) -> View:
         cf = DecayedItemKNN(k=settings.knn_k, half_life_days=hp["half_life_days"]).fit(h.data)
         ease = EASE(reg=hp["ease_reg"]).fit(h.data)
         pop = DecayedPopularity(half_life_days=settings.pop_half_life_days).fit(h.data)
-        out.append(view(h, target.rows, cf, ease, pop, hp["alpha"], settings.candidates))
-    return out[0], out[1]
+        return view(h, target.rows, cf, ease, pop, hp["alpha"], settings.candidates)
+
+    learn = []
+    for h, target in p.inner:
+        v = one(h, target)
+        learn.append((v, positives(v, target.truth)))
+    return learn, one(p.outer, p.target)
 
 
 def ndcg(net: ScorerNet, v: View, target: Target, k: int = 10) -> float:
-    top = metrics.top_k(full_scores(net, v), target.hidden, k)
+    top = top_items(net, v, k)
     return float(np.nanmean(metrics.ranking_metrics(top, target.truth, k)["ndcg"]))
 
 
@@ -140,10 +156,7 @@ def search(p: Phase, settings: TrainSettings) -> tuple[dict, float, list[dict]]:
         }
         started = time.perf_counter()
         learn, rank = views(p, hp, settings)
-        _, curve, stats = train(
-            learn, positives(learn, p.inner_target.truth), scorer_params(hp, settings.scorer),
-            monitor=lambda net: ndcg(net, rank, p.target),
-        )
+        _, curve, stats = train(learn, scorer_params(hp, settings.scorer), monitor=lambda net: ndcg(net, rank, p.target))
         best = int(np.argmax(curve))
         record = {"trial": trial.number, **hp, "epochs": best + 1, "valid_ndcg_at_10": round(curve[best], 4),
                   "curve": [round(c, 4) for c in curve], "seconds": round(time.perf_counter() - started, 1), **stats}
@@ -185,7 +198,7 @@ def run(protocol: str, parts: dict[str, pd.DataFrame], items: pd.DataFrame, vect
     hp, valid_score, trials = search(valid, settings)
     test = phase(phases["test"], items, vectors, features_cfg, settings)
     learn, _ = views(test, hp, settings)
-    net, _, stats = train(learn, positives(learn, test.inner_target.truth), scorer_params(hp, settings.scorer), epochs=hp["epochs"])
+    net, _, stats = train(learn, scorer_params(hp, settings.scorer), epochs=hp["epochs"])
     overall, segs, rank = measure_net(net, hp, test, items, segments, settings)
     _, valid_rank = views(valid, hp, settings)
     candidate_recall = {"valid": recall(valid_rank.items, valid.target.truth), "test": recall(rank.items, test.target.truth)}
@@ -196,7 +209,7 @@ def run(protocol: str, parts: dict[str, pd.DataFrame], items: pd.DataFrame, vect
 def measure_net(net: ScorerNet, hp: dict, p: Phase, items: pd.DataFrame, segments, settings: TrainSettings):
     """Test metrics (at 10 and 20, with segments and the p99 scoring latency) of a trained net."""
     _, rank = views(p, hp, settings)
-    top = metrics.top_k(full_scores(net, rank), p.target.hidden, 20)
+    top = top_items(net, rank, 20)
     overall, segs = measure(top, p.target, context(p.target, items, segments), [10, 20], segments)
     overall["p99_score_ms"] = p99_ms(net, rank, settings.p99_users, settings.seed)
     return overall, segs, rank

@@ -1,6 +1,8 @@
 """The scorer and its training on synthetic drifting users, through real Feast histories."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -13,8 +15,8 @@ from models.baselines import Popularity
 from models.candidates import CandidateConfig, recall, union
 from models.lm_score import ItemVectors
 from models.protocols import tasks
-from models.ranking_data import FEATURES, positives
-from models.scorer import ScorerParams, from_files, full_scores, to_bytes, train
+from models.ranking_data import FEATURES
+from models.scorer import ScorerParams, from_files, scores, to_bytes, top_items, train
 from models.train import TrainSettings, inner_split, phase, run, views
 
 SETTINGS = TrainSettings(
@@ -65,20 +67,20 @@ def test_views_hold_unseen_candidates_with_finite_features(test_phase):
     seen = test_phase.outer.data.matrix()[rank.rows].toarray().astype(bool)
     picked = np.take_along_axis(seen, np.maximum(rank.items, 0), axis=1) & (rank.items >= 0)
     assert not picked.any()  # nobody is offered what they already had
-    assert positives(learn, test_phase.inner_target.truth).any()
+    (view_, positive), = learn
+    assert positive.any() and positive.shape == view_.items.shape
 
 
 def test_training_is_repeatable_and_survives_a_round_trip_through_safetensors(test_phase):
     learn, rank = views(test_phase, HP, SETTINGS)
-    truth = positives(learn, test_phase.inner_target.truth)
-    first, _, stats = train(learn, truth, SETTINGS.scorer, epochs=2)
-    second, _, _ = train(learn, truth, SETTINGS.scorer, epochs=2)
+    first, _, stats = train(learn, SETTINGS.scorer, epochs=2)
+    second, _, _ = train(learn, SETTINGS.scorer, epochs=2)
     for name, tensor in first.state_dict().items():
         assert torch.equal(tensor, second.state_dict()[name]), name
     assert stats["pairs"] > 0 and stats["pairs_per_s"] > 0
     files = to_bytes(first, SETTINGS.scorer, {"hp": HP})
     loaded, config = from_files(files["weights.safetensors"], files["config.json"])
-    np.testing.assert_array_equal(full_scores(loaded, rank), full_scores(first, rank))
+    np.testing.assert_array_equal(scores(loaded, rank), scores(first, rank))
     assert config["hp"] == HP
     tampered = files["config.json"].replace(b'"cf"', b'"cf_old"')
     with pytest.raises(ValueError, match="expects features"):
@@ -87,14 +89,38 @@ def test_training_is_repeatable_and_survives_a_round_trip_through_safetensors(te
 
 def test_the_trained_scorer_beats_popularity_on_drifting_users(test_phase):
     learn, rank = views(test_phase, HP, SETTINGS)
-    net, _, _ = train(learn, positives(learn, test_phase.inner_target.truth), SETTINGS.scorer, epochs=4)
+    net, _, _ = train(learn, SETTINGS.scorer, epochs=4)
     target = test_phase.target
 
-    def ndcg(scores):
-        return float(np.nanmean(metrics.ranking_metrics(metrics.top_k(scores, target.hidden, 10), target.truth, 10)["ndcg"]))
+    def ndcg(top):
+        return float(np.nanmean(metrics.ranking_metrics(top, target.truth, 10)["ndcg"]))
 
-    pop = Popularity().fit(target.data).score(target.rows)
-    assert ndcg(full_scores(net, rank)) > 1.5 * ndcg(pop)
+    pop = metrics.top_k(Popularity().fit(target.data).score(target.rows), target.hidden, 10)
+    assert ndcg(top_items(net, rank, 10)) > 1.5 * ndcg(pop)
+    # Candidates exclude what the user has seen: the same list as ranking every item.
+    everything = np.full((len(rank.rows), target.data.n_items), -np.inf, dtype=np.float32)
+    r, c = np.nonzero(rank.items >= 0)
+    everything[r, rank.items[r, c]] = scores(net, rank)[r, c]
+    np.testing.assert_array_equal(metrics.top_k(everything, target.hidden, 10), top_items(net, rank, 10))
+
+
+def test_label_windows_step_back_in_time(drift):
+    p2 = [inner_split("P2", drift.events, 0.25, w) for w in (1, 2)]
+    assert (p2[1][1]["timestamp"].to_numpy() <= p2[0][1].set_index("user_id").loc[p2[1][1]["user_id"], "timestamp"].to_numpy()).all()
+    assert len(p2[1][0]) == len(drift.events) - 2 * drift.events["user_id"].nunique()
+    first, second = (inner_split("P1", drift.events, 0.25, w) for w in (1, 2))
+    assert second[1]["timestamp"].max() <= first[1]["timestamp"].min() and len(second[0]) == pytest.approx(0.5 * len(drift.events), abs=1)
+    with pytest.raises(ValueError, match="leaves no history"):
+        inner_split("P1", drift.events, 0.25, 4)
+
+
+def test_more_label_windows_give_more_users_to_learn_from(drift, vectors):
+    task = tasks("P2", split_p2(drift.events))["test"]
+    two = phase(task, drift.items, vectors, FeaturesConfig(), replace(SETTINGS, label_windows=2))
+    learn, _ = views(two, HP, SETTINGS)
+    assert len(learn) == 2
+    _, _, stats = train(learn, SETTINGS.scorer, epochs=1)
+    assert stats["users"] == sum(int(p.any(axis=1).sum()) for _, p in learn)
 
 
 def test_run_searches_on_validation_and_reports_test_metrics(drift, vectors):
