@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from features.errors import DataError, ValidationFailed
@@ -238,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("great_expectations", "py.warnings", "feast"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # ibis calls a duckdb method duckdb deprecated, once per Feast read: noise, not news.
+    warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning)
     try:
         return args.func(args)
     except ValidationFailed as err:
