@@ -1,4 +1,5 @@
-"""Every baseline on ml-1m under P1, P2 and P0, tuned on validation; the RecBole cross-check.
+"""Every baseline on ml-1m under P1, P2 and P0, tuned on validation; the RecBole cross-check;
+and the champion (``decayrec train``) on the protocol it was trained for, measured afresh.
 
     DECAYREC_DATA_MIRROR=/path/to/mirror python benchmarks/quality.py [--protocols P1 P2 P0]
 
@@ -20,10 +21,11 @@ import pandas as pd  # noqa: E402
 
 from flows.cli import format_table  # noqa: E402
 from flows.config import load_params  # noqa: E402
-from flows.steps import ensure_splits  # noqa: E402
+from flows.steps import ensure_splits, item_vectors, measure_champion, train_settings  # noqa: E402
 from models.baselines import make  # noqa: E402
-from models.evaluate import context, evaluate_protocol, measure, rank  # noqa: E402
+from models.evaluate import ModelRun, context, evaluate_protocol, measure, rank  # noqa: E402
 from models.protocols import encode, load_parts, tasks  # noqa: E402
+from models.registry import Registry  # noqa: E402
 from models.report import write_report  # noqa: E402
 
 # RecBole's published ml-1m general-protocol figures (BENCHMARK.md), at their settings.
@@ -49,6 +51,22 @@ def cross_check(parts: dict[str, pd.DataFrame], items: pd.DataFrame, cfg) -> dic
     return out
 
 
+def champion_run(params, protocol: str, parts: dict[str, pd.DataFrame], items: pd.DataFrame) -> ModelRun | None:
+    """The registered champion measured on this protocol's test split, when it was trained
+    for this protocol on this data set."""
+    registry = Registry(params.train.registry_dir)
+    tag = registry.champion()
+    if tag is None or registry.info(tag)["labels"].get("protocol") != protocol:
+        return None
+    task = tasks(protocol, parts)["test"]
+    started = time.perf_counter()
+    overall, segments = measure_champion(registry, tag, task, items, item_vectors(params), params, train_settings(params.train))
+    kind = registry.info(tag)["labels"].get("kind", "scorer")
+    users = segments["all"]["users"]
+    return ModelRun("champion", {"tag": tag, "kind": kind}, float("nan"), overall, segments, 0.0,
+                    round(time.perf_counter() - started, 3), users)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", default="ml-1m")
@@ -67,9 +85,14 @@ def main() -> None:
         seconds[protocol] = round(time.perf_counter() - started, 1)
         if protocol == "P0":
             check = cross_check(parts, items, cfg)
+        champion = champion_run(params, protocol, parts, items)
+        if champion is not None:
+            results[protocol].append(champion)
     metrics = write_report(results, args.dataset, cfg.out_dir, 10)
 
     print(format_table(metrics, 10))
+    if not any(run.name == "champion" for runs in results.values() for run in runs):
+        print(f"no champion in {params.train.registry_dir} for these protocols: run `decayrec train --dataset {args.dataset}`")
     for protocol, runs in results.items():
         timing = ", ".join(f"{r.name} fit {r.fit_s:.2f}s predict {r.predict_s:.2f}s" for r in runs)
         print(f"{protocol}: all baselines, tuning included, {seconds[protocol]} s ({timing})")

@@ -134,7 +134,7 @@ def format_training(summary: dict) -> str:
             chosen = ", ".join(f"{a}={b:.4g}" if isinstance(b, float) else f"{a}={b}" for a, b in row["params"].items())
             lines.append(f"  {name:<14}" + "".join(f"{row.get(n, 0):>14.4f}" for n in names) + f"  {chosen}")
     verdict = "promoted to champion" if summary["promoted"] else "not promoted"
-    lines.append(f"{summary['model']}: {verdict} ({'; '.join(summary['reasons'])}); champion: {summary['champion']}")
+    lines.append(f"{summary['model']} ({summary['kind']}, better on validation): {verdict} ({'; '.join(summary['reasons'])}); champion: {summary['champion']}")
     return "\n".join(lines)
 
 

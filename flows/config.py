@@ -163,6 +163,26 @@ class ScorerSettings(_Strict):
     seed: int = 0
 
 
+class SequenceSettings(_Strict):
+    """``models.sequence.SequenceParams``, plus whether to train the model at all."""
+
+    enabled: bool = True
+    dim: int = 64
+    blocks: int = 2
+    heads: int = 2
+    max_len: int = 200
+    dropout: float = 0.2
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    epochs: int = 30
+    patience: int = 3
+    timeout_s: float | None = None
+    text: bool = True
+    time_decay: bool = True
+    seed: int = 0
+
+
 class SpaceSettings(_Strict):
     half_life_days: tuple[float, float] = (3.0, 365.0)
     alpha: tuple[float, float] = (0.0, 1.0)
@@ -204,6 +224,7 @@ class TrainConfig(_Strict):
     p99_users: int = 200
     candidates: CandidateSettings = CandidateSettings()
     scorer: ScorerSettings = ScorerSettings()
+    sequence: SequenceSettings = SequenceSettings()
     space: SpaceSettings = SpaceSettings()
     gate: GateSettings = GateSettings()
     registry_dir: Path = Path("data/registry")  # champion pointer and promotion log

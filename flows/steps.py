@@ -247,9 +247,12 @@ def train_settings(cfg):
     """``models.train.TrainSettings`` from the ``train`` section of params.yaml."""
     from models.candidates import CandidateConfig
     from models.scorer import ScorerParams
+    from models.sequence import SequenceParams
     from models.train import SearchSpace, TrainSettings
 
+    sequence = cfg.sequence.model_dump()
     return TrainSettings(
+        sequence=SequenceParams(**sequence) if sequence.pop("enabled") else None,
         trials=cfg.trials, timeout_s=cfg.timeout_s, seed=cfg.seed, label_share=cfg.label_share,
         label_windows=cfg.label_windows, knn_k=cfg.knn_k,
         pop_half_life_days=cfg.pop_half_life_days, p99_users=cfg.p99_users,
@@ -285,35 +288,57 @@ def git_commit() -> str:
         return "unknown"
 
 
-def champion_metrics(registry, outcome, items, params, settings) -> dict | None:
-    """The champion's metrics on the challenger's split: stored when measured on this very
-    data version, else measured now; None when there is no champion."""
-    from models.scorer import from_files
-    from models.train import measure_net
+def kind_of(outcome) -> str:
+    return "sequence" if hasattr(outcome, "curve") else "scorer"
 
+
+def champion_metrics(registry, task, items, vectors, params, settings, phase=None) -> dict | None:
+    """The champion's test metrics on ``task`` (a protocol's test task): stored when it was
+    measured on this very data version, else measured now; None without a champion."""
     tag = registry.champion()
     if tag is None:
         return None
     info = registry.info(tag)
-    version = data_version(params.split.out_dir, outcome.protocol)
-    if info["labels"].get("data_version") == version and info["labels"].get("protocol") == outcome.protocol:
+    version = data_version(params.split.out_dir, task.protocol)
+    if info["labels"].get("data_version") == version and info["labels"].get("protocol") == task.protocol:
         return info["metrics"]
-    log.info("train: measuring champion %s on this split (it was measured on another one)", tag)
+    log.info("measuring champion %s on this split (it was measured on another one)", tag)
+    return measure_champion(registry, tag, task, items, vectors, params, settings, phase)[0]
+
+
+def measure_champion(registry, tag, task, items, vectors, params, settings, phase=None) -> tuple[dict, dict]:
+    """``(overall, segments)`` test metrics of a registered model on ``task``.
+
+    ``phase`` (``models.train.Phase`` of ``task``) saves rebuilding the scorer's histories."""
+    from models.protocols import encode
+    from models.scorer import from_files
+    from models.sequence import SequenceModel
+    from models.train import measure_model, measure_net
+    from models.train import phase as make_phase
+
     folder = registry.path(tag)
-    net, config = from_files((folder / "weights.safetensors").read_bytes(), (folder / "config.json").read_bytes())
-    metrics, _, _ = measure_net(net, config["hp"], outcome.test_phase, items, params.evaluate.segments, settings)
-    return metrics
+    weights, config = (folder / "weights.safetensors").read_bytes(), (folder / "config.json").read_bytes()
+    segments = params.evaluate.segments
+    if registry.info(tag)["labels"].get("kind") == "sequence":
+        target = phase.target if phase is not None else encode(task)
+        model, _ = SequenceModel.from_files(weights, config, vectors)
+        return measure_model(model.bind(target.data), target, items, segments, settings)
+    net, stored = from_files(weights, config)
+    phase = phase if phase is not None else make_phase(task, items, vectors, params.features, settings)
+    overall, segs, _ = measure_net(net, stored["hp"], phase, items, segments, settings)
+    return overall, segs
 
 
 def train_step(params: Params, protocols: list[str] | None = None) -> dict:
-    """Train the scorer per protocol, evaluate it beside the baselines, register it and
-    promote it if the gate says so (on the first protocol)."""
+    """Train the scorer (and the sequence model, when enabled) per protocol, evaluate them
+    beside the baselines, register the first protocol's better-on-validation model and
+    promote it if the gate says so."""
     from models.evaluate import evaluate_protocol
     from models.gate import decide
     from models.protocols import load_parts, tasks
     from models.registry import Registry
     from models.scorer import to_bytes
-    from models.train import run, write_trials
+    from models.train import run, run_sequence, write_trials
 
     from flows.config import train_protocols
 
@@ -323,33 +348,49 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
     ensure_splits(params)
     items = pd.read_parquet(params.validation.validated_dir / "items.parquet")
     vectors = item_vectors(params)
-    outcomes, baselines = {}, {}
+    outcomes, sequences, baselines, test_tasks = {}, {}, {}, {}
     for protocol in protocols:
         parts = load_parts(params.split.out_dir, protocol)
+        test_tasks[protocol] = tasks(protocol, parts)["test"]
         outcomes[protocol] = run(protocol, parts, items, vectors, params.features, params.evaluate.segments, settings)
         write_trials(outcomes[protocol], cfg.out_dir)
+        if settings.sequence is not None:
+            sequences[protocol] = run_sequence(protocol, parts, items, vectors, params.evaluate.segments, settings)
         log.info("train: %s baselines for comparison", protocol)
         baselines[protocol] = evaluate_protocol(tasks(protocol, parts), items, params.evaluate)
 
     primary = outcomes[protocols[0]]
+    challenger = sequences.get(primary.protocol)
+    if challenger is None or not challenger.valid > primary.valid:
+        challenger = primary
     registry = Registry(cfg.registry_dir)
     labels = {
-        "dataset": params.data.dataset, "protocol": primary.protocol,
+        "dataset": params.data.dataset, "protocol": primary.protocol, "kind": kind_of(challenger),
         "data_version": data_version(params.split.out_dir, primary.protocol), "git_commit": git_commit(),
     }
-    files = to_bytes(primary.net, settings.scorer, {"hp": primary.params, "lm_model": params.lm.model})
-    tag = registry.save(files, metrics=primary.test, params=primary.params, labels=labels)
-    decision = decide(primary.test, champion_metrics(registry, primary, items, params, settings), gate_config(cfg.gate))
+    extra = {"hp": challenger.params, "lm_model": params.lm.model}
+    files = challenger.model.to_bytes(extra) if challenger is not primary else to_bytes(primary.net, settings.scorer, extra)
+    tag = registry.save(files, metrics=challenger.test, params=challenger.params, labels=labels)
+    champion = champion_metrics(registry, test_tasks[primary.protocol], items, vectors, params, settings, primary.test_phase)
+    decision = decide(challenger.test, champion, gate_config(cfg.gate))
     if decision.promote:
         registry.promote(tag, decision.reasons)
-    log.info("train: %s %s (%s)", tag, "promoted" if decision.promote else "rejected", "; ".join(decision.reasons))
+    log.info("train: %s (%s) %s (%s)", tag, labels["kind"], "promoted" if decision.promote else "rejected", "; ".join(decision.reasons))
+
+    def row(o) -> dict:
+        out = {"params": o.params, "valid_ndcg_at_10": round(o.valid, 4), **{k: round(v, 4) for k, v in o.test.items()},
+               "train": o.train_stats, "segments": o.segments, "users": o.users}
+        if hasattr(o, "candidate_recall"):
+            out["candidate_recall"] = {k: round(v, 4) for k, v in o.candidate_recall.items()}
+        return out
+
     summary = {
-        "model": tag, "promoted": decision.promote, "reasons": decision.reasons, "champion": registry.champion(),
+        "model": tag, "kind": labels["kind"], "promoted": decision.promote, "reasons": decision.reasons,
+        "champion": registry.champion(),
         "protocols": {
             p: {
-                "scorer": {"params": o.params, "valid_ndcg_at_10": round(o.valid, 4), **{k: round(v, 4) for k, v in o.test.items()},
-                           "candidate_recall": {k: round(v, 4) for k, v in o.candidate_recall.items()}, "train": o.train_stats,
-                           "segments": o.segments, "users": o.users},
+                "scorer": row(o),
+                **({"sequence": row(sequences[p])} if p in sequences else {}),
                 **{run_.name: {"params": run_.params, **{k: round(v, 4) for k, v in run_.test.items()}} for run_ in baselines[p]},
             }
             for p, o in outcomes.items()

@@ -8,6 +8,11 @@ back from the end: under P1 window ``w`` holds the events in the ``w``-th last
 each user's ``w``-th last event. More windows, more users to learn from. A search
 (Optuna, TPE) picks the hyperparameters on validation NDCG@10 with early stopping; the best
 trial's settings and epoch count are refit for test.
+
+Beside it, optionally, the sequence model (``models.sequence``): trained on the phase's
+fitting data with early stopping on validation NDCG@10, then pointed at train + validation
+for test without retraining (as RecBole evaluates). Whichever of the two scores better on
+validation is the protocol's candidate for promotion.
 """
 from __future__ import annotations
 
@@ -24,11 +29,12 @@ from features.splits import split_p1, split_p2
 from models import metrics
 from models.baselines import EASE, DecayedItemKNN, DecayedPopularity
 from models.candidates import CandidateConfig, recall
-from models.evaluate import context, measure
+from models.evaluate import context, measure, rank
 from models.lm_score import ItemVectors
 from models.protocols import Target, Task, encode, tasks
 from models.ranking_data import History, View, history, positives, view
 from models.scorer import ScorerNet, ScorerParams, scores, top_items, train
+from models.sequence import SequenceModel, SequenceParams
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +63,7 @@ class TrainSettings:
     scorer: ScorerParams = field(default_factory=ScorerParams)
     space: SearchSpace = field(default_factory=SearchSpace)
     p99_users: int = 200  # single-user scoring calls timed for the latency guard
+    sequence: SequenceParams | None = None  # None: no sequence model
 
 
 @dataclass
@@ -213,6 +220,58 @@ def measure_net(net: ScorerNet, hp: dict, p: Phase, items: pd.DataFrame, segment
     overall, segs = measure(top, p.target, context(p.target, items, segments), [10, 20], segments)
     overall["p99_score_ms"] = p99_ms(net, rank, settings.p99_users, settings.seed)
     return overall, segs, rank
+
+
+@dataclass
+class SequenceOutcome:
+    protocol: str
+    params: dict
+    valid: float
+    test: dict[str, float]
+    segments: dict[str, dict[str, float]]
+    curve: list[float]
+    train_stats: dict
+    model: SequenceModel
+    users: int
+
+
+def ranked_ndcg(model, target: Target, k: int = 10) -> float:
+    top, _ = rank(model, target, k, 1024)
+    return float(np.nanmean(metrics.ranking_metrics(top, target.truth, k)["ndcg"]))
+
+
+def run_sequence(protocol: str, parts: dict[str, pd.DataFrame], items: pd.DataFrame, vectors: ItemVectors,
+                 segments, settings: TrainSettings) -> SequenceOutcome:
+    """Train on the validation phase's fitting data (early stopping on its NDCG@10), then
+    rank test from train + validation with the same weights."""
+    p = settings.sequence
+    phases = tasks(protocol, parts)
+    valid, test = encode(phases["valid"]), encode(phases["test"])
+    log.info("%s: sequence model on %s users' last %d events", protocol, f"{valid.data.n_users:,}", p.max_len)
+    model = SequenceModel(item_vectors=vectors, params=p)
+    curve = model.train(valid.data, monitor=lambda m: ranked_ndcg(m, valid))
+    model.bind(test.data)
+    overall, segs = measure_model(model, test, items, segments, settings)
+    log.info("%s sequence: test ndcg@10 %.4f", protocol, overall["ndcg_at_10"])
+    chosen = {"epochs": int(np.argmax(curve)) + 1 if curve else model.stats_["epochs"], "lr": p.lr, "dim": p.dim,
+              "blocks": p.blocks, "max_len": p.max_len}
+    return SequenceOutcome(protocol, chosen, max(curve, default=float("nan")), overall, segs, curve, model.stats_,
+                           model, len(test.rows))
+
+
+def measure_model(model, target: Target, items: pd.DataFrame, segments, settings: TrainSettings):
+    """Test metrics (at 10 and 20, with segments and the p99 scoring latency) of a model
+    that ranks the whole catalogue."""
+    top, _ = rank(model, target, 20, 1024)
+    overall, segs = measure(top, target, context(target, items, segments), [10, 20], segments)
+    rng = np.random.default_rng(settings.seed)
+    times = []
+    for row in rng.choice(target.rows, size=min(settings.p99_users, len(target.rows)), replace=False):
+        started = time.perf_counter()
+        model.score(np.array([row]))
+        times.append((time.perf_counter() - started) * 1000)
+    overall["p99_score_ms"] = float(np.percentile(times, 99)) if times else float("nan")
+    return overall, segs
 
 
 def write_trials(outcome: Outcome, out_dir: Path) -> Path:
