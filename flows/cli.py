@@ -138,6 +138,39 @@ def format_training(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """The whole pipeline as a Prefect flow run (a local temporary server when
+    PREFECT_API_URL is unset)."""
+    from flows.retrain import retrain
+
+    started = time.perf_counter()
+    state = retrain(params_path=str(Path(args.params).resolve()), dataset=args.dataset, return_state=True)
+    if not state.is_completed():
+        print(f"retrain {state.name.lower()}: {state.message}", file=sys.stderr)
+        return 1
+    out = state.result()
+    print(format_training(out["train"]))
+    print(f"retrain: {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    """Create the retrain deployment on the Prefect server at PREFECT_API_URL and serve its
+    scheduled runs from this process until interrupted."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.retrain import retrain
+
+    if not PREFECT_API_URL.value():
+        print("error: PREFECT_API_URL is not set: start `prefect server start` and point to it (see README)", file=sys.stderr)
+        return 1
+    name = args.name or f"retrain-{args.dataset or 'default'}"
+    parameters = {"params_path": str(Path(args.params).resolve()), "dataset": args.dataset}
+    print(f"deployment retrain/{name}: cron {args.cron!r} on {PREFECT_API_URL.value()}; serving runs (Ctrl-C stops)")
+    retrain.serve(name=name, cron=args.cron, parameters=parameters)
+    return 0
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     from models.registry import Registry
 
@@ -164,15 +197,17 @@ def format_table(metrics: dict, k: int) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The main job: ingest -> validate -> split, then a summary of what came out."""
-    from flows.steps import ingest_step, split_step, validate_step
+    """The main job: every step of the pipeline, then the champion beside the baselines."""
+    from flows.pipeline import run_all
 
     params = _params(args)
     started = time.perf_counter()
-    ingest_step(params)
-    validated = validate_step(params)
-    splits = split_step(params)
-    print(format_summary(params, validated, splits, time.perf_counter() - started))
+    results, seconds = run_all(params)
+    print(format_summary(params, results["validate"], results["split"], time.perf_counter() - started))
+    print(format_training(results["train"]))
+    print("  steps: " + ", ".join(f"{name} {s:.1f} s" for name, s in seconds.items()))
+    print(f"  training summary: {params.train.out_dir / 'summary.json'}")
+    print(f"  champion:         {results['train']['champion']} (registry {params.train.registry_dir}/)")
     return 0
 
 
@@ -208,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
         return sub
 
-    add("run", cmd_run, "the main job: ingest, validate and split the configured data set")
+    add("run", cmd_run, "the main job: the whole pipeline on the configured data set, then the champion beside the baselines")
     add("ingest", cmd_ingest, "read the data set into canonical Parquet tables")
     add("split", cmd_split, "write the P0/P1/P2 evaluation splits")
     add("features", cmd_features, "compute decayed features, apply the Feast repo, load the online store")
@@ -217,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = add("train", cmd_train, "search, train and test the scorer beside the baselines; gate and register it")
     train.add_argument("--protocol", choices=["P1", "P2"], help="one protocol (default: train.protocols)")
     add("rollback", cmd_rollback, "restore the previous champion")
+    add("retrain", cmd_retrain, "the whole pipeline as a Prefect flow: each step skipped when its inputs are unchanged")
+    schedule = add("schedule", cmd_schedule, "create the retrain deployment on a Prefect server and serve its runs")
+    schedule.add_argument("--cron", required=True, help='e.g. "0 3 * * *" (03:00 every day)')
+    schedule.add_argument("--name", help="deployment name (default: retrain-<dataset>)")
     evaluate = add("evaluate", cmd_evaluate, "tune, refit and test every baseline; write the report")
     evaluate.add_argument("--protocol", choices=["P0", "P1", "P2"], help="one protocol (default: evaluate.protocols)")
     check = add("validate", cmd_validate, "validate the ingested tables, or any event file with --events")

@@ -397,4 +397,9 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
         },
     }
     write_json(summary, cfg.out_dir / "summary.json")
+    # What DVC tracks: quality only, which a rerun reproduces (no timings, no model tag).
+    quality = ("ndcg", "recall", "precision", "hit", "mrr", "coverage", "ild", "novelty")
+    write_json({p: {name: {k: v for k, v in row.items() if k.split("_at_")[0] in quality}
+                    for name, row in models.items()} for p, models in summary["protocols"].items()},
+               cfg.out_dir / "metrics.json")
     return summary

@@ -1,0 +1,210 @@
+"""The retrain flow: raw data to a gated champion, as Prefect tasks over the very step
+functions the CLI and the DVC stages call (``flows/steps.py``).
+
+ingest -> validate -> split -> features (+ Feast materialize) -> embed -> profiles ->
+train (search, evaluate beside the baselines, gate, register) -> package.
+
+- Retries: a task retries with backoff when its failure is transient (a refused or dropped
+  Redis/PostgreSQL connection, a timeout); a data error fails at once, since the same data
+  would fail the same way.
+- Caching: each task's cache key is a hash of its input files, its ``params.yaml`` sections
+  and the package's code, so a rerun on unchanged data skips finished work. A task whose
+  output files are missing runs anyway (and refreshes its cache entry): a skipped step must
+  have left its files.
+- A validation failure stops the run before anything downstream: the champion, the feature
+  tables and the online store stay as they were, and the run's state carries the report.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flows import steps
+from flows.config import Params, load_params
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+RETRIES = 3
+BACKOFF_S = [2, 5, 10]
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """A connection or timeout failure anywhere in the exception's chain."""
+    kinds: list[type] = [ConnectionError, TimeoutError]
+    try:
+        import redis.exceptions
+
+        kinds += [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
+    except ImportError:
+        pass
+    try:
+        import psycopg
+
+        kinds.append(psycopg.OperationalError)
+    except ImportError:
+        pass
+    try:
+        import sqlalchemy.exc
+
+        kinds.append(sqlalchemy.exc.OperationalError)
+    except ImportError:
+        pass
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, tuple(kinds)):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def retry_transient(task_, task_run, state) -> bool:
+    exc = state.data if isinstance(state.data, BaseException) else None
+    if exc is None:
+        try:
+            state.result(raise_on_failure=True)
+        except BaseException as err:  # noqa: BLE001 - the failure itself is what we inspect
+            exc = err
+    return is_transient(exc)
+
+
+def file_digest(paths: list[Path]) -> str | None:
+    """sha256 over the files (folders walked in sorted order); None if any is missing."""
+    digest = hashlib.sha256()
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            return None
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+            digest.update(hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def code_digest() -> str:
+    digest = hashlib.sha256()
+    for file in sorted(p for package in ("features", "models", "flows") for p in (ROOT / package).rglob("*.py")):
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def cache_key(inputs: Callable[[Params], list[Path]], sections: tuple[str, ...]):
+    """A Prefect ``cache_key_fn``: input files + params sections + code; None (no cache)
+    while an input is missing."""
+
+    def key(context, arguments) -> str | None:
+        params: Params = arguments["params"]
+        files = file_digest(inputs(params))
+        if files is None:
+            return None
+        config = json.dumps({s: getattr(params, s).model_dump(mode="json") for s in sections}, sort_keys=True)
+        name = context.task.name
+        return hashlib.sha256(f"{name}|{files}|{config}|{code_digest()}".encode()).hexdigest()
+
+    return key
+
+
+OUTPUTS: dict[str, Callable[[Params], list[Path]]] = {}
+
+
+def _task(name: str, inputs=None, outputs=None, sections: tuple[str, ...] = ()):
+    options = dict(name=name, retries=RETRIES, retry_delay_seconds=BACKOFF_S,
+                   retry_condition_fn=retry_transient)
+    if inputs is not None:
+        options.update(cache_key_fn=cache_key(inputs, sections), persist_result=True)
+        OUTPUTS[name] = outputs
+    return task(**options)
+
+
+def call(step, params: Params):
+    """Run a task; with its outputs missing, past its cache (and refresh the entry)."""
+    outputs = OUTPUTS.get(step.name)
+    if outputs is not None and any(not Path(p).exists() for p in outputs(params)):
+        step = step.with_options(refresh_cache=True)
+    return step(params)
+
+
+def _validated(p: Params) -> list[Path]:
+    return [p.validation.validated_dir / "events.parquet", p.validation.validated_dir / "items.parquet"]
+
+
+@_task("ingest")
+def ingest(params: Params) -> dict:
+    return steps.ingest_step(params)  # cheap; what follows is keyed on its output's content
+
+
+@_task("validate", inputs=lambda p: [p.data.interim_dir], outputs=lambda p: _validated(p), sections=("validate_",))
+def validate(params: Params) -> dict:
+    summary = steps.validate_step(params)
+    create_markdown_artifact(
+        key="validation-summary",
+        markdown=(f"# Validation passed: {params.data.dataset}\n\n"
+                  f"- events {summary['events']:,}, users {summary['users']:,}, items {summary['items']:,}\n"
+                  f"- time span {summary['first_event']} .. {summary['last_event']}\n"
+                  f"- quarantined rows {summary['quarantined']}\n- Data Docs: {summary['docs']}\n"),
+        description="Great Expectations suites on the ingested tables",
+    )
+    return summary
+
+
+@_task("split", inputs=_validated, outputs=lambda p: [p.split.out_dir], sections=("split",))
+def split(params: Params) -> dict:
+    return steps.split_step(params)
+
+
+@_task("features", inputs=_validated, outputs=lambda p: [p.features.out_dir], sections=("features",))
+def features(params: Params) -> dict:
+    return steps.features_step(params)
+
+
+@_task("embed", inputs=lambda p: [p.validation.validated_dir / "items.parquet"], outputs=lambda p: [p.lm.out],
+       sections=("lm",))
+def embed(params: Params) -> dict:
+    return steps.embed_step(params)
+
+
+@_task("profiles", inputs=lambda p: [p.validation.validated_dir / "events.parquet", p.lm.out],
+       outputs=lambda p: [p.features.profiles_dir], sections=("features",))
+def profiles(params: Params) -> dict:
+    return steps.profiles_step(params)
+
+
+@_task("train", inputs=lambda p: [p.split.out_dir, p.lm.out], outputs=lambda p: [p.train.out_dir / "summary.json"],
+       sections=("train", "evaluate"))
+def train(params: Params) -> dict:
+    summary = steps.train_step(params)
+    rows = [
+        {"protocol": protocol, "model": name, **{k: row.get(k) for k in ("ndcg_at_10", "recall_at_10", "coverage_at_10", "ild_at_10")}}
+        for protocol, models in summary["protocols"].items()
+        for name, row in sorted(models.items(), key=lambda item: -item[1].get("ndcg_at_10", 0))
+    ]
+    create_table_artifact(key="evaluation-table", table=rows, description="Test metrics @10: trained models beside the baselines")
+    verdict = "promoted" if summary["promoted"] else "not promoted"
+    create_markdown_artifact(
+        key="training-report",
+        markdown=(f"# {summary['model']} ({summary['kind']}): {verdict}\n\n" + "".join(f"- {r}\n" for r in summary["reasons"])
+                  + f"\nchampion: {summary['champion']}\n\nsummary: {params.train.out_dir / 'summary.json'}\n"),
+    )
+    return summary
+
+
+@flow(name="retrain")
+def retrain(params_path: str = "params.yaml", dataset: str | None = None) -> dict:
+    """Raw data to a gated champion. Each step runs only when its inputs changed."""
+    logger = get_run_logger()
+    params = load_params(params_path, dataset=dataset)
+    out = {"ingest": call(ingest, params)}
+    out["validate"] = call(validate, params)  # a failure raises here: nothing downstream runs
+    for step in (split, features, embed, profiles, train):
+        out[step.name] = call(step, params)
+    logger.info("retrain: %s (%s) %s; champion %s", out["train"]["model"], out["train"]["kind"],
+                "promoted" if out["train"]["promoted"] else "not promoted", out["train"]["champion"])
+    return out
