@@ -338,7 +338,7 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
     from models.protocols import load_parts, tasks
     from models.registry import Registry
     from models.scorer import to_bytes
-    from models.train import run, run_sequence, write_trials
+    from models.train import run, run_sequence, scorer_params, write_trials
 
     from flows.config import train_protocols
 
@@ -369,7 +369,10 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
         "data_version": data_version(params.split.out_dir, primary.protocol), "git_commit": git_commit(),
     }
     extra = {"hp": challenger.params, "lm_model": params.lm.model}
-    files = challenger.model.to_bytes(extra) if challenger is not primary else to_bytes(primary.net, settings.scorer, extra)
+    if challenger is primary:  # the searched hyperparameters shape the net: store those
+        files = to_bytes(primary.net, scorer_params(primary.params, settings.scorer), extra)
+    else:
+        files = challenger.model.to_bytes(extra)
     tag = registry.save(files, metrics=challenger.test, params=challenger.params, labels=labels)
     champion = champion_metrics(registry, test_tasks[primary.protocol], items, vectors, params, settings, primary.test_phase)
     decision = decide(challenger.test, champion, gate_config(cfg.gate))

@@ -242,3 +242,39 @@ def test_schedule_creates_a_cron_deployment_whose_triggered_run_completes(prefec
             serve.kill()
             serve.wait()
         log.close()
+
+
+def test_newer_events_materialize_only_the_new_interval_and_retrain_through_the_gate(prefect_api, tmp_path):
+    """Move the cut time forward: the features step reruns and continues materialization from
+    where it stopped; the new model is registered and the gate decides."""
+    from features.store import open_store
+    from flows.config import load_params
+    from flows.retrain import retrain
+    from models.registry import Registry
+
+    events = pd.read_csv(BUNDLED / "ratings.csv", nrows=3000)
+    movies = pd.read_csv(BUNDLED / "movies.csv")
+    cut = events["timestamp"].quantile(0.8)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    movies[movies["movieId"].isin(events["movieId"])].to_csv(raw / "movies.csv", index=False)
+    events[events["timestamp"] <= cut].to_csv(raw / "ratings.csv", index=False)
+    path = write_params(tmp_path, {"events": raw / "ratings.csv", "items": raw / "movies.csv"})
+    first = retrain(params_path=str(path), return_state=True)
+    assert first.is_completed(), first.message
+    params = load_params(path)
+    store = open_store(params.features.store)
+    before = store.get_feature_view("user_interest").materialization_intervals
+    assert len(before) == 1
+
+    events.to_csv(raw / "ratings.csv", index=False)  # the newer events arrive
+    second = retrain(params_path=str(path), return_state=True)
+    assert second.is_completed(), second.message
+    assert task_states(second)["features"] == "Completed"  # inputs changed: not cached
+    intervals = open_store(params.features.store).get_feature_view("user_interest").materialization_intervals
+    assert len(intervals) == 2 and intervals[1][0] == before[0][1]  # only the new interval
+    result = second.result()["train"]
+    registry = Registry(params.train.registry_dir)
+    expected = result["model"] if result["promoted"] else first.result()["train"]["model"]
+    assert registry.champion() == expected
+    assert [e["action"] for e in registry.history()] == ["promote"] * (1 + result["promoted"])
