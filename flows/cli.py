@@ -171,6 +171,15 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_package(args: argparse.Namespace) -> int:
+    from flows.steps import package_step
+
+    summary = package_step(_params(args))
+    print(f"bento {summary['bento']} (model {summary['model']}, bundle {summary['bundle']}/)")
+    print(f"serve it: bentoml serve {summary['bento']} --port 3000   (demo page: http://127.0.0.1:3000/)")
+    return 0
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     from models.registry import Registry
 
@@ -208,6 +217,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("  steps: " + ", ".join(f"{name} {s:.1f} s" for name, s in seconds.items()))
     print(f"  training summary: {params.train.out_dir / 'summary.json'}")
     print(f"  champion:         {results['train']['champion']} (registry {params.train.registry_dir}/)")
+    print(f"  bento:            {results['package']['bento']}  ->  bentoml serve {results['package']['bento']}"
+          "  (demo page: http://127.0.0.1:3000/)")
     return 0
 
 
@@ -252,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = add("train", cmd_train, "search, train and test the scorer beside the baselines; gate and register it")
     train.add_argument("--protocol", choices=["P1", "P2"], help="one protocol (default: train.protocols)")
     add("rollback", cmd_rollback, "restore the previous champion")
+    add("package", cmd_package, "bundle the champion for the service and build its bento")
     add("retrain", cmd_retrain, "the whole pipeline as a Prefect flow: each step skipped when its inputs are unchanged")
     schedule = add("schedule", cmd_schedule, "create the retrain deployment on a Prefect server and serve its runs")
     schedule.add_argument("--cron", required=True, help='e.g. "0 3 * * *" (03:00 every day)')

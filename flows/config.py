@@ -220,6 +220,7 @@ class TrainConfig(_Strict):
     label_share: float = 0.25
     label_windows: int = 1
     knn_k: int = 250
+    ease_max_items: int | None = None
     pop_half_life_days: float = 30.0
     p99_users: int = 200
     candidates: CandidateSettings = CandidateSettings()
@@ -229,6 +230,18 @@ class TrainConfig(_Strict):
     gate: GateSettings = GateSettings()
     registry_dir: Path = Path("data/registry")  # champion pointer and promotion log
     out_dir: Path = Path("reports/training")
+
+
+class ServingConfig(_Strict):
+    """The service (serving/) and its bento, built by the package step."""
+
+    bundle_dir: Path = Path("data/serving")  # what the bento packs: model tag, params, catalogue, events
+    events_log: Path = Path("data/live/events.jsonl")  # live events, appended before they are acknowledged
+    bento_name: str = "decayrec"
+    max_k: int = 100
+    max_events: int = 1000  # per POST /events
+    max_future_s: float = 300.0  # clock skew tolerated on event timestamps
+    workers: int = 1  # one process holds the live state; requests run concurrently inside it
 
 
 def train_protocols(params: "Params") -> list[str]:
@@ -245,6 +258,7 @@ class Params(_Strict):
     features: FeaturesConfig = FeaturesConfig()
     lm: LMSettings = LMSettings()
     train: TrainConfig = TrainConfig()
+    serving: ServingConfig = ServingConfig()
 
     @property
     def validation(self) -> ValidationConfig:
@@ -270,6 +284,7 @@ def rebase(params: Params, dataset: str) -> Params:
             "split": params.split.model_copy(update={"out_dir": data_root / "splits"}),
             "evaluate": params.evaluate.model_copy(update={"out_dir": reports / "evaluation"}),
             "train": params.train.model_copy(update={"out_dir": reports / "training", "registry_dir": data_root / "registry"}),
+            "serving": params.serving.model_copy(update={"bundle_dir": data_root / "serving", "events_log": data_root / "live" / "events.jsonl"}),
             "lm": params.lm.model_copy(update={"out": data_root / "embeddings" / "items.npz"}),
             "features": params.features.model_copy(
                 update={

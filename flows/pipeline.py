@@ -21,6 +21,7 @@ STEPS: list[tuple[str, Callable[[Params], dict]]] = [
     ("embed", steps.embed_step),
     ("profiles", steps.profiles_step),
     ("train", steps.train_step),
+    ("package", steps.package_step),
 ]
 
 

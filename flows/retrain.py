@@ -91,7 +91,7 @@ def file_digest(paths: list[Path]) -> str | None:
 
 def code_digest() -> str:
     digest = hashlib.sha256()
-    for file in sorted(p for package in ("features", "models", "flows") for p in (ROOT / package).rglob("*.py")):
+    for file in sorted(p for package in ("features", "models", "flows", "serving") for p in (ROOT / package).rglob("*.py")):
         digest.update(file.read_bytes())
     return digest.hexdigest()
 
@@ -196,6 +196,17 @@ def train(params: Params) -> dict:
     return summary
 
 
+@_task("package", inputs=lambda p: [p.train.registry_dir / "champion.json", *_validated(p), p.lm.out],
+       outputs=lambda p: [p.serving.bundle_dir / "bundle.json"], sections=("features", "train", "serving"))
+def package(params: Params) -> dict:
+    summary = steps.package_step(params)
+    create_markdown_artifact(
+        key="bento",
+        markdown=f"# Bento {summary['bento']}\n\nmodel {summary['model']}\n\nserve: `bentoml serve {summary['bento']}`\n",
+    )
+    return summary
+
+
 @flow(name="retrain")
 def retrain(params_path: str = "params.yaml", dataset: str | None = None) -> dict:
     """Raw data to a gated champion. Each step runs only when its inputs changed."""
@@ -203,7 +214,7 @@ def retrain(params_path: str = "params.yaml", dataset: str | None = None) -> dic
     params = load_params(params_path, dataset=dataset)
     out = {"ingest": call(ingest, params)}
     out["validate"] = call(validate, params)  # a failure raises here: nothing downstream runs
-    for step in (split, features, embed, profiles, train):
+    for step in (split, features, embed, profiles, train, package):
         out[step.name] = call(step, params)
     logger.info("retrain: %s (%s) %s; champion %s", out["train"]["model"], out["train"]["kind"],
                 "promoted" if out["train"]["promoted"] else "not promoted", out["train"]["champion"])

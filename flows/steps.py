@@ -254,7 +254,7 @@ def train_settings(cfg):
     return TrainSettings(
         sequence=SequenceParams(**sequence) if sequence.pop("enabled") else None,
         trials=cfg.trials, timeout_s=cfg.timeout_s, seed=cfg.seed, label_share=cfg.label_share,
-        label_windows=cfg.label_windows, knn_k=cfg.knn_k,
+        label_windows=cfg.label_windows, knn_k=cfg.knn_k, ease_max_items=cfg.ease_max_items,
         pop_half_life_days=cfg.pop_half_life_days, p99_users=cfg.p99_users,
         candidates=CandidateConfig(**cfg.candidates.model_dump()),
         scorer=ScorerParams(**cfg.scorer.model_dump()),
@@ -406,3 +406,19 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
                     for name, row in models.items()} for p, models in summary["protocols"].items()},
                cfg.out_dir / "metrics.json")
     return summary
+
+
+def package_step(params: Params) -> dict:
+    """Bundle the champion with what the service needs, and build the bento around it."""
+    from models.registry import Registry
+    from serving.bundle import build_bento, write_bundle
+
+    registry = Registry(params.train.registry_dir)
+    tag = registry.champion()
+    if tag is None:
+        raise RuntimeError(f"no champion in {params.train.registry_dir} to package: train (and promote) a model first")
+    with staged_dir(params.serving.bundle_dir) as out:
+        write_bundle(params, tag, registry.info(tag), out)
+    bento = build_bento(params, tag)
+    log.info("package: %s with %s -> bento %s (serve: bentoml serve %s)", params.serving.bundle_dir, tag, bento, bento)
+    return {"model": tag, "bento": bento, "bundle": str(params.serving.bundle_dir)}

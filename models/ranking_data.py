@@ -100,11 +100,11 @@ def history(events: pd.DataFrame, items: pd.DataFrame, vectors: ItemVectors, fea
         item_share=category_weights(items, data.item_ids, categories),
         pop_short=popularity["popularity_short"].to_numpy(np.float64),
         pop_long=popularity["popularity_long"].to_numpy(np.float64),
-        recent=_recent(data, recent_items),
+        recent=latest_items(data, recent_items),
     )
 
 
-def _recent(data: Interactions, m: int) -> np.ndarray:
+def latest_items(data: Interactions, m: int) -> np.ndarray:
     """Each user's ``m`` latest distinct item columns, newest first."""
     order = np.lexsort((-data.seconds, data.users))
     users, items = data.users[order], data.items[order]
@@ -143,41 +143,80 @@ def _ranks(scores: np.ndarray) -> np.ndarray:
     return ranks
 
 
+@dataclass
+class Signals:
+    """What candidates and features are made of, for some users: every item's scores under
+    each source and the users' decayed state. Training takes them from a ``History``; the
+    service from the live state of one user, so both make features with the same code."""
+
+    seen: sp.csr_matrix  # (rows, n_items) items in each user's history
+    cf: np.ndarray  # (rows, n_items) decayed item-CF, min-max per row
+    ease: np.ndarray  # (rows, n_items) EASE, min-max per row
+    lm: np.ndarray  # (rows, n_items) cosine of the LM profile and each item
+    lm_recent: np.ndarray  # (rows, n_items) best cosine with the user's recent items
+    pop: np.ndarray  # (n_items,) decayed popularity (the popularity source)
+    user_share: np.ndarray  # (rows, n_categories) decayed interest share
+    user_events: np.ndarray  # (rows,) decayed event count
+    user_last: np.ndarray  # (rows,) epoch seconds of the latest event
+    now: float  # the moment the state is taken at
+
+
 def _chunk(h: History, rows: np.ndarray, cf, ease, pop, alpha: float, cfg: CandidateConfig) -> tuple[np.ndarray, np.ndarray]:
-    seen = h.data.matrix()[rows]
-    cf_scores = minmax_rows(cf.score(rows))
-    ease_scores = minmax_rows(ease.score(rows))
-    lm_scores = h.profiles[rows] @ h.item_vectors.T
     recent_vectors = h.item_vectors[np.maximum(h.recent[rows], 0)] * (h.recent[rows] >= 0)[..., None]
-    lm_recent = np.einsum("rmd,nd->rmn", recent_vectors, h.item_vectors).max(axis=1)
-    pop_scores = np.broadcast_to(pop.score(rows[:1])[0], (len(rows), h.data.n_items))
+    signals = Signals(
+        seen=h.data.matrix()[rows],
+        cf=minmax_rows(cf.score(rows)),
+        ease=minmax_rows(ease.score(rows)),
+        lm=h.profiles[rows] @ h.item_vectors.T,
+        lm_recent=np.einsum("rmd,nd->rmn", recent_vectors, h.item_vectors).max(axis=1),
+        pop=pop.score(rows[:1])[0],
+        user_share=h.user_share[rows],
+        user_events=h.user_events[rows],
+        user_last=h.user_last[rows],
+        now=h.data.now,
+    )
+    items, _, features = candidates(signals, h.item_share, h.pop_short, h.pop_long, alpha, cfg)
+    return items, features
+
+
+def candidates(
+    s: Signals, item_share: np.ndarray, pop_short: np.ndarray, pop_long: np.ndarray, alpha: float, cfg: CandidateConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's candidates and their features.
+
+    Returns:
+        ``(items, source, features)``: ``(rows, width)`` item columns (-1 = padding), the
+        index in ``models.candidates.SOURCES`` of the source that proposed each, and
+        ``(rows, width, len(FEATURES))`` float32 features.
+    """
+    rows = s.cf.shape[0]
     lists = [
-        top_unseen(cf_scores + np.float32(alpha) * minmax_rows(lm_scores), seen, cfg.cf),
-        top_unseen(ease_scores, seen, cfg.ease),
-        top_unseen(lm_recent, seen, cfg.lm),
-        top_unseen(pop_scores, seen, cfg.pop),
+        top_unseen(s.cf + np.float32(alpha) * minmax_rows(s.lm), s.seen, cfg.cf),
+        top_unseen(s.ease, s.seen, cfg.ease),
+        top_unseen(s.lm_recent, s.seen, cfg.lm),
+        top_unseen(np.broadcast_to(s.pop, (rows, len(s.pop))), s.seen, cfg.pop),
     ]
     items, source = union(lists, cfg.width)
     safe = np.maximum(items, 0)
     take = lambda matrix: np.take_along_axis(matrix, safe, axis=1)  # noqa: E731
-    n_hist = np.asarray(h.data.matrix()[rows].sum(axis=1)).ravel()
-    stamp = pd.to_datetime(h.user_last[rows], unit="s", utc=True)
+    n_hist = np.asarray(s.seen.sum(axis=1)).ravel()
+    stamp = pd.to_datetime(s.user_last, unit="s", utc=True)
     hour = 2 * np.pi * (stamp.hour.to_numpy() + stamp.minute.to_numpy() / 60) / 24
     weekday = 2 * np.pi * stamp.weekday.to_numpy() / 7
     per_user = lambda values: np.broadcast_to(np.asarray(values, dtype=np.float32)[:, None], items.shape)  # noqa: E731
     columns = {
-        "cf": take(cf_scores),
-        "cf_rank": 1.0 / np.log2(2.0 + take(_ranks(cf_scores))),
-        "ease": take(ease_scores),
-        "ease_rank": 1.0 / np.log2(2.0 + take(_ranks(ease_scores))),
-        "lm": take(lm_scores),
-        "lm_recent": take(lm_recent),
-        "topic": np.einsum("rc,rwc->rw", h.user_share[rows], h.item_share[safe]),
-        "pop_short": np.log1p(h.pop_short[safe]),
-        "pop_long": np.log1p(h.pop_long[safe]),
-        "trend": np.log((h.pop_short[safe] + 1.0) / (h.pop_long[safe] + 1.0)),
-        "user_events": per_user(np.log1p(h.user_events[rows])),
-        "user_idle_days": per_user(np.log1p((h.data.now - h.user_last[rows]) / SECONDS_PER_DAY)),
+        "cf": take(s.cf),
+        "cf_rank": 1.0 / np.log2(2.0 + take(_ranks(s.cf))),
+        "ease": take(s.ease),
+        "ease_rank": 1.0 / np.log2(2.0 + take(_ranks(s.ease))),
+        "lm": take(s.lm),
+        "lm_recent": take(s.lm_recent),
+        "topic": np.einsum("rc,rwc->rw", s.user_share, item_share[safe]),
+        "pop_short": np.log1p(pop_short[safe]),
+        "pop_long": np.log1p(pop_long[safe]),
+        "trend": np.log((pop_short[safe] + 1.0) / (pop_long[safe] + 1.0)),
+        "user_events": per_user(np.log1p(s.user_events)),
+        "user_idle_days": per_user(np.log1p((s.now - s.user_last) / SECONDS_PER_DAY)),
         "user_items": per_user(np.log1p(n_hist)),
         "from_cf": source == 0, "from_ease": source == 1, "from_lm": source == 2, "from_pop": source == 3,
         "hour_sin": per_user(np.sin(hour)), "hour_cos": per_user(np.cos(hour)),
@@ -185,7 +224,7 @@ def _chunk(h: History, rows: np.ndarray, cf, ease, pop, alpha: float, cfg: Candi
     }
     features = np.stack([np.asarray(columns[name], dtype=np.float32) for name in FEATURES], axis=-1)
     features[items < 0] = 0.0
-    return items, features
+    return items, source, features
 
 
 def positives(v: View, truth: sp.csr_matrix) -> np.ndarray:

@@ -58,6 +58,7 @@ class TrainSettings:
     label_share: float = 0.25
     label_windows: int = 1
     knn_k: int = 250
+    ease_max_items: int | None = None  # EASE over the most interacted-with items only (cost is cubic)
     pop_half_life_days: float = 30.0
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
     scorer: ScorerParams = field(default_factory=ScorerParams)
@@ -122,7 +123,7 @@ def views(p: Phase, hp: dict, settings: TrainSettings) -> tuple[list[tuple[View,
 
     def one(h: History, target: Target) -> View:
         cf = DecayedItemKNN(k=settings.knn_k, half_life_days=hp["half_life_days"]).fit(h.data)
-        ease = EASE(reg=hp["ease_reg"]).fit(h.data)
+        ease = EASE(reg=hp["ease_reg"], max_items=settings.ease_max_items).fit(h.data)
         pop = DecayedPopularity(half_life_days=settings.pop_half_life_days).fit(h.data)
         return view(h, target.rows, cf, ease, pop, hp["alpha"], settings.candidates)
 

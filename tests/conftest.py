@@ -74,6 +74,62 @@ def params_file(tmp_path: Path) -> Path:
     return path
 
 
+def small_csv(folder: Path, rows: int = 3000) -> dict[str, Path]:
+    """The first ``rows`` ratings of ml-latest-small and only the movies they rate."""
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ratings = pd.read_csv(BUNDLED / "ratings.csv", nrows=rows)
+    movies = pd.read_csv(BUNDLED / "movies.csv")
+    movies = movies[movies["movieId"].isin(ratings["movieId"])]
+    paths = {"events": folder / "ratings.csv", "items": folder / "movies.csv"}
+    ratings.to_csv(paths["events"], index=False)
+    movies.to_csv(paths["items"], index=False)
+    return paths
+
+
+def write_params(folder: Path, csv: dict[str, Path], store: dict | None = None) -> Path:
+    """params.yaml for a small, fast run whose every output lives under ``folder``."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    out = folder / "out"
+    raw["data"].update(dataset="csv", interim_dir=str(out / "interim"),
+                       tabular={"events": str(csv["events"]), "items": str(csv["items"])})
+    raw["validate"].update(validated_dir=str(out / "validated"), docs_dir=str(out / "docs"), min_events=100)
+    raw["split"].update(protocols=["P2"], out_dir=str(out / "splits"))
+    raw["evaluate"].update(protocols=["P2"], out_dir=str(out / "evaluation"),
+                           models={"pop": {}, "itemknn_decay": {"k": [20], "half_life_days": [7]}})
+    raw["features"].update(out_dir=str(out / "features"), profiles_dir=str(out / "profiles"),
+                           store=store or {"profile": "local", "project": "flowtest", "local_dir": str(out / "feast")})
+    raw["lm"].update(cache_dir=str(folder / "lm_cache"), out=str(out / "embeddings" / "items.npz"), progress=False)
+    raw["train"].update(
+        protocols=["P2"], trials=1, p99_users=10, registry_dir=str(out / "registry"), out_dir=str(out / "training"),
+        candidates={"cf": 30, "ease": 20, "lm": 10, "pop": 10, "recent_items": 3},
+        scorer={**raw["train"]["scorer"], "hidden": 16, "proj": 4, "max_epochs": 2, "batch_users": 32},
+        sequence={**raw["train"]["sequence"], "dim": 16, "blocks": 1, "max_len": 20, "epochs": 2, "batch_size": 16},
+    )
+    raw["serving"].update(bundle_dir=str(out / "serving"), events_log=str(out / "live" / "events.jsonl"))
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Path:
+    """params.yaml of a small run taken through every step up to a promoted champion (no
+    Prefect: the steps themselves); the serving tests package it their own way."""
+    from flows.config import load_params
+    from flows.pipeline import run_all
+
+    folder = tmp_path_factory.mktemp("trained")
+    path = write_params(folder, small_csv(folder / "raw"))
+    names = ["ingest", "validate", "split", "features", "embed", "profiles", "train"]
+    results, _ = run_all(load_params(path), names)
+    assert results["train"]["promoted"], results["train"]["reasons"]
+    return path
+
+
 def free_port() -> int:
     import socket
 

@@ -11,45 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import BUNDLED, ROOT, free_port
+from conftest import BUNDLED, ROOT, free_port, small_csv, write_params
 
-STEPS = ["ingest", "validate", "split", "features", "embed", "profiles", "train"]
-
-
-def small_csv(folder: Path, rows: int = 3000) -> dict[str, Path]:
-    """The first ``rows`` ratings of ml-latest-small and only the movies they rate."""
-    folder.mkdir(parents=True, exist_ok=True)
-    ratings = pd.read_csv(BUNDLED / "ratings.csv", nrows=rows)
-    movies = pd.read_csv(BUNDLED / "movies.csv")
-    movies = movies[movies["movieId"].isin(ratings["movieId"])]
-    paths = {"events": folder / "ratings.csv", "items": folder / "movies.csv"}
-    ratings.to_csv(paths["events"], index=False)
-    movies.to_csv(paths["items"], index=False)
-    return paths
-
-
-def write_params(folder: Path, csv: dict[str, Path], store: dict | None = None) -> Path:
-    """params.yaml for a small, fast run whose every output lives under ``folder``."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    out = folder / "out"
-    raw["data"].update(dataset="csv", interim_dir=str(out / "interim"),
-                       tabular={"events": str(csv["events"]), "items": str(csv["items"])})
-    raw["validate"].update(validated_dir=str(out / "validated"), docs_dir=str(out / "docs"), min_events=100)
-    raw["split"].update(protocols=["P2"], out_dir=str(out / "splits"))
-    raw["evaluate"].update(protocols=["P2"], out_dir=str(out / "evaluation"),
-                           models={"pop": {}, "itemknn_decay": {"k": [20], "half_life_days": [7]}})
-    raw["features"].update(out_dir=str(out / "features"), profiles_dir=str(out / "profiles"),
-                           store=store or {"profile": "local", "project": "flowtest", "local_dir": str(out / "feast")})
-    raw["lm"].update(cache_dir=str(folder / "lm_cache"), out=str(out / "embeddings" / "items.npz"), progress=False)
-    raw["train"].update(
-        protocols=["P2"], trials=1, p99_users=10, registry_dir=str(out / "registry"), out_dir=str(out / "training"),
-        candidates={"cf": 30, "ease": 20, "lm": 10, "pop": 10, "recent_items": 3},
-        scorer={**raw["train"]["scorer"], "hidden": 16, "proj": 4, "max_epochs": 2, "batch_users": 32},
-        sequence={**raw["train"]["sequence"], "dim": 16, "blocks": 1, "max_len": 20, "epochs": 2, "batch_size": 16},
-    )
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+STEPS = ["ingest", "validate", "split", "features", "embed", "profiles", "train", "package"]
 
 
 def digest(folder: Path) -> str:
@@ -91,6 +55,10 @@ def test_the_flow_runs_every_step_and_promotes_a_first_champion(first_run):
     assert Registry(out / "registry").champion() == result["train"]["model"]
     assert (out / "features" / "user_interest.parquet").exists() and (out / "embeddings" / "items.npz").exists()
     assert set(task_states(first_run["state"]).values()) == {"Completed"}
+    import bentoml
+
+    bento = bentoml.bentos.get(result["package"]["bento"])
+    assert [str(m.tag) for m in bento.info.all_models] == [result["train"]["champion"]]
 
 
 def test_the_flow_publishes_the_validation_summary_and_the_evaluation_table(first_run):
@@ -101,7 +69,7 @@ def test_the_flow_publishes_the_validation_summary_and_the_evaluation_table(firs
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
     by_key = {a.key: a for a in artifacts}
-    assert {"validation-summary", "evaluation-table", "training-report"} <= set(by_key)
+    assert {"validation-summary", "evaluation-table", "training-report", "bento"} <= set(by_key)
     assert "Validation passed" in by_key["validation-summary"].data
     assert "scorer" in str(by_key["evaluation-table"].data) and "itemknn_decay" in str(by_key["evaluation-table"].data)
 

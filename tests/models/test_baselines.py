@@ -383,6 +383,24 @@ def test_ease_matches_a_direct_numpy_computation_with_zero_diagonal() -> None:
     np.testing.assert_allclose(model.score(all_rows(data)), x @ b, rtol=1e-5, atol=1e-6)
 
 
+def test_ease_capped_to_the_most_used_items_is_ease_on_those_items_and_zero_elsewhere() -> None:
+    data = random_interactions(seed=4)
+    counts = np.asarray(data.matrix().sum(axis=0)).ravel()
+    kept = np.sort(np.argsort(-counts, kind="stable")[:5])
+    capped = EASE(reg=4.0, max_items=5).fit(data)
+    x = data.matrix().toarray().astype(np.float64)[:, kept]
+    p = np.linalg.inv(x.T @ x + 4.0 * np.eye(5))
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    scores = capped.score(all_rows(data))
+    assert scores.shape == (data.n_users, data.n_items)
+    np.testing.assert_allclose(scores[:, kept], x @ b, rtol=1e-5, atol=1e-6)
+    assert np.all(np.delete(scores, kept, axis=1) == 0.0)
+    np.testing.assert_array_equal(capped.score_histories(data), scores)
+    uncapped = EASE(reg=4.0, max_items=data.n_items).fit(data)
+    np.testing.assert_array_equal(uncapped.score(all_rows(data)), EASE(reg=4.0).fit(data).score(all_rows(data)))
+
+
 def test_ease_recovers_a_cooccurrence_pattern() -> None:
     # Items 0 and 1 always together (5 users), items 2 and 3 always together (3 users).
     # G is block diagonal, so B[0, 1] = 5 / (5 + reg) and B[0, 2] = 0.

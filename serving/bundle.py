@@ -1,0 +1,87 @@
+"""The package step's output: the serving bundle and the bento built around it.
+
+The bundle is what the service needs besides code and the model: the champion's tag and
+kind, the params it was trained under, the catalogue, the item vectors and the events it
+learnt from. The bento packs the bundle, the code and the model (by tag), so that
+``bentoml serve <bento tag>`` runs anywhere the online store and event log are reachable.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from flows.config import Params
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICE = "serving.service:Recommender"
+# What the bento's source holds: the packages the service imports, and the bundle.
+PACKAGES = ("features", "flows", "models", "serving")
+
+
+def write_bundle(params: Params, model: str, info: dict, out: Path) -> Path:
+    """Write the bundle for ``model`` (a registry tag with its ``info``) into ``out``.
+
+    Paths the service opens at run time (online store, event log) are made absolute: the
+    bento's working folder is not this one."""
+    out.mkdir(parents=True, exist_ok=True)
+    store = params.features.store
+    runtime = params.model_copy(update={
+        "features": params.features.model_copy(update={"store": store.model_copy(update={"local_dir": Path(store.local_dir).resolve()})}),
+        "serving": params.serving.model_copy(update={"events_log": Path(params.serving.events_log).resolve()}),
+    })
+    manifest = {
+        "model": model, "kind": info["labels"].get("kind", "scorer"), "hp": info["params"],
+        "labels": info["labels"], "metrics": info["metrics"],
+        "params": runtime.model_dump(mode="json", by_alias=True),
+    }
+    (out / "bundle.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    validated = params.validation.validated_dir
+    shutil.copyfile(validated / "events.parquet", out / "events.parquet")
+    shutil.copyfile(validated / "items.parquet", out / "items.parquet")
+    shutil.copyfile(params.lm.out, out / "items.npz")
+    return out
+
+
+def build_bento(params: Params, model: str) -> str:
+    """``bentoml build`` of the service around the current bundle; returns the bento tag.
+
+    The build context is assembled in a temporary folder (the packages, params.yaml, the
+    locked requirements and the bundle as ``bundle/``) and built by the ``bentoml`` CLI in a
+    process of its own, which imports the service from there and nowhere else."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="decayrec-bento-") as tmp:
+        context = Path(tmp)
+        for package in PACKAGES:
+            shutil.copytree(ROOT / package, context / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copyfile(ROOT / "params.yaml", context / "params.yaml")
+        # torch first and pinned, as the Makefile installs it, then the locked set.
+        (context / "requirements.txt").write_text("torch==2.13.0\n" + (ROOT / "requirements.lock").read_text())
+        shutil.copytree(params.serving.bundle_dir, context / "bundle")
+        bentofile = {
+            "service": SERVICE,
+            "name": params.serving.bento_name,
+            "labels": {"model": model.replace(":", "_"), "dataset": params.data.dataset},
+            "description": "decayrec: time-decayed, LM-augmented recommendations (recommend, explain, similar, events)",
+            "include": [f"{p}/**" for p in PACKAGES] + ["bundle/*", "params.yaml", "requirements.txt"],
+            "exclude": ["__pycache__", "*.pyc"],
+            "python": {"requirements_txt": "requirements.txt", "lock_packages": False},
+            "envs": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "BENTOML_DO_NOT_TRACK", "value": "true"}],
+            "models": [model],
+        }
+        (context / "bentofile.yaml").write_text(yaml.safe_dump(bentofile, sort_keys=False))
+        env = {**os.environ, "PYTHONPATH": str(context), "DECAYREC_BUNDLE": str(context / "bundle")}
+        done = subprocess.run([sys.executable, "-m", "bentoml", "build", str(context), "--output", "tag"],
+                              cwd=context, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"bentoml build failed:\n{done.stderr[-3000:]}")
+    tags = [line.split("__tag__:", 1)[1].strip() for line in done.stdout.splitlines() if "__tag__:" in line]
+    if not tags:
+        raise RuntimeError(f"bentoml build printed no tag:\n{done.stdout[-2000:]}")
+    return tags[-1]

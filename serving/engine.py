@@ -1,0 +1,493 @@
+"""The recommender behind the service: the champion, the models its candidates come from,
+and the live state of every user.
+
+A request is answered from the events so far (the training events, then every live event)
+and the user's decayed state in Feast's online store, through the very code that made the
+training features (``models.ranking_data.candidates``): what the scorer sees in serving is
+what it saw in training. Live events are logged durably first, then folded into memory and
+pushed to the online store, so the next request reflects them.
+
+Fallbacks, never errors: a user with no events gets decayed popularity (``fallback``), and
+an online store that cannot be read gives the same with ``degraded`` set.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.interest import SECONDS_PER_DAY, categories_of, category_weights, read_items, read_users
+from features.lm_profile import unit_profiles
+from flows.config import Params
+from models.baselines import EASE, DecayedItemKNN, DecayedPopularity, decay, minmax_rows
+from models.candidates import SOURCES
+from models.interactions import Interactions
+from models.lm_score import ItemVectors, neighbours, normalise
+from models.ranking_data import Signals, candidates, latest_items
+from serving.event_log import EventLog
+
+log = logging.getLogger(__name__)
+
+REASONS = {
+    "cf": "because you watched {item}",
+    "ease": "people who watched what you watched also watched it",
+    "lm": "its description is close to {item}",
+    "pop": "popular right now",
+}
+
+
+# A topic is "fading" when its decayed share of interest is this much (relative) below its
+# share over all the user's events.
+FADING_DROP = 0.25
+
+
+class UnknownItem(KeyError):
+    """An item id that is not in the catalogue."""
+
+
+@dataclass
+class Recommendation:
+    item_id: int
+    title: str
+    score: float
+    source: str
+    reason: str
+
+
+@dataclass
+class Answer:
+    user_id: int
+    items: list[Recommendation]
+    fallback: bool = False  # decayed popularity: the user has no history
+    degraded: bool = False  # the online store could not be read
+    model: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Bundle:
+    """What the package step writes for the service (``serving.bundle``), loaded."""
+
+    params: Params
+    model: str  # tag in the BentoML model store
+    kind: str  # scorer | sequence
+    hp: dict
+    events: pd.DataFrame
+    items: pd.DataFrame
+    vectors: ItemVectors
+
+
+class Engine:
+    def __init__(self, bundle: Bundle, model_dir: Path, store, event_log: EventLog) -> None:
+        from flows.steps import train_settings
+
+        self.bundle, self.store, self.log = bundle, store, event_log
+        self.params = bundle.params
+        self.settings = train_settings(self.params.train)
+        self.feature_params = _feature_params(self.params)
+        self._lock = threading.Lock()
+        started = time.perf_counter()
+
+        base = bundle.events
+        data = Interactions.from_events(base)
+        self.item_ids = data.item_ids  # the catalogue the models score
+        self._column = {int(i): c for c, i in enumerate(self.item_ids)}
+        catalogue = bundle.items.set_index("item_id")
+        self.titles = {int(i): str(t) for i, t in catalogue["title"].items()}
+        self.known_items = set(self.titles)
+        categories = categories_of(bundle.items)
+        self.categories = categories
+        self.item_share = category_weights(bundle.items, self.item_ids, categories)
+        self.vectors = bundle.vectors
+        self.unit_vectors = normalise(bundle.vectors.aligned(self.item_ids))
+        hp = bundle.hp
+        # A sequence champion has no CF half-life of its own; /similar and reasons then use
+        # the user interest half-life.
+        half_life = float(hp.get("half_life_days", self.feature_params.user_half_life_days))
+        self.knn = DecayedItemKNN(k=self.settings.knn_k, half_life_days=half_life).fit(data)
+        self.ease = (EASE(reg=float(hp["ease_reg"]), max_items=self.settings.ease_max_items).fit(data)
+                     if bundle.kind == "scorer" else None)
+        self.alpha = float(hp.get("alpha", 0.0))
+        popularity = DecayedPopularity(half_life_days=self.settings.pop_half_life_days).fit(data)
+        self.pop, self.now = popularity.item_scores_.astype(np.float64), data.now
+
+        # Each user's events as item columns and seconds, time-ordered.
+        order = np.lexsort((data.seconds, data.users))
+        bounds = np.searchsorted(data.users[order], np.arange(data.n_users + 1))
+        self.histories: dict[int, tuple[np.ndarray, np.ndarray]] = {
+            int(u): (data.items[order][a:b].astype(np.int64), data.seconds[order][a:b])
+            for u, a, b in zip(data.user_ids, bounds[:-1], bounds[1:])
+        }
+        self.model = self._load_model(model_dir)
+        replayed = event_log.read()
+        if len(replayed):
+            self._fold_memory(replayed)
+        self.item_state = self._read_item_state()
+        log.info("engine: %s users, %s items, %s live events replayed, %s model %s, ready in %.1f s",
+                 f"{len(self.histories):,}", f"{len(self.item_ids):,}", len(replayed), bundle.kind, bundle.model,
+                 time.perf_counter() - started)
+
+    # ------------------------------------------------------------------ loading
+
+    def _load_model(self, folder: Path):
+        weights, config = (folder / "weights.safetensors").read_bytes(), (folder / "config.json").read_bytes()
+        if self.bundle.kind == "sequence":
+            from models.sequence import SequenceModel
+
+            return SequenceModel.from_files(weights, config, self.vectors)[0]
+        import torch
+
+        from models.scorer import from_files
+
+        net, _ = from_files(weights, config)
+        self._torch = torch
+        self._vectors_t = torch.from_numpy(self.unit_vectors)
+        return net
+
+    def _read_item_state(self) -> pd.DataFrame:
+        """Every catalogue item's stored popularity state; from the training events when the
+        online store cannot be read (then live events since are missing from it)."""
+        from features.interest import item_feature_table, latest_rows
+        from features.store import online_items
+
+        try:
+            rows = online_items(self.store, self.item_ids)
+            if rows["last_event_s"].notna().any():
+                return rows.dropna(subset=["last_event_s"]).set_index("item_id")
+        except Exception as error:  # noqa: BLE001 - any store failure: serve from batch state
+            log.warning("online store unreadable at start (%s); item popularity from the training events", error)
+        table = item_feature_table(self.bundle.events, self.feature_params)
+        return latest_rows(table, "item_id", self.now).set_index("item_id")
+
+    # ------------------------------------------------------------------ state
+
+    def columns(self, item_ids) -> np.ndarray:
+        return np.array([self._column.get(int(i), -1) for i in item_ids], dtype=np.int64)
+
+    def history(self, user_id: int) -> Interactions | None:
+        """The user's events over the catalogue's columns, as a one-user ``Interactions``."""
+        found = self.histories.get(int(user_id))
+        if found is None or not len(found[0]):
+            return None
+        cols, seconds = found
+        return Interactions(
+            user_ids=np.array([user_id]), item_ids=self.item_ids, users=np.zeros(len(cols), np.int32),
+            items=cols.astype(np.int32), seconds=seconds, values=np.ones(len(cols), np.float32), now=float(seconds.max()),
+        )
+
+    def online_user(self, user_id: int) -> pd.DataFrame:
+        """The user's stored interest and LM profile (one row; nulls where none)."""
+        from features.store import LM_FEATURES, USER_FEATURES
+
+        rows = [{"user_id": int(user_id)}]
+        return self.store.get_online_features(features=USER_FEATURES + LM_FEATURES, entity_rows=rows).to_df()
+
+    def popular(self, k: int, exclude: set[int]) -> list[Recommendation]:
+        order = np.argsort(-self.pop, kind="stable")
+        out = []
+        for c in order:
+            item = int(self.item_ids[c])
+            if item not in exclude:
+                out.append(Recommendation(item, self.titles.get(item, str(item)), float(self.pop[c]), "pop", REASONS["pop"]))
+            if len(out) == k:
+                break
+        return out
+
+    # ------------------------------------------------------------------ recommend
+
+    def recommend(self, user_id: int, k: int, exclude: list[int] | None = None, at=None) -> Answer:
+        """The user's top ``k`` (minus ``exclude``), as of ``at`` (default: the latest event)."""
+        started = time.perf_counter()
+        now = self.now if at is None else at.timestamp()
+        if now < self.now:
+            from serving.schemas import BadRequest
+
+            raise BadRequest(f"context.at {at.isoformat()} is before the latest known event "
+                             f"{pd.Timestamp(self.now, unit='s', tz='UTC').isoformat()}")
+        exclude_set = {int(i) for i in exclude or []}
+        hist = self.history(user_id)
+        try:
+            stored = self.online_user(user_id) if hist is not None else None
+        except Exception as error:  # noqa: BLE001 - a store outage must not fail a request
+            log.warning("online store unreadable (%s): decayed popularity for user %s", error, user_id)
+            return Answer(user_id, self.popular(k, exclude_set | self._seen(hist)), fallback=True, degraded=True,
+                          model=self.bundle.model, timings_ms=_since(started))
+        if hist is None:
+            return Answer(user_id, self.popular(k, exclude_set), fallback=True, model=self.bundle.model,
+                          timings_ms=_since(started))
+        read = time.perf_counter()
+        if self.bundle.kind == "sequence":
+            items = self._sequence(hist, k, exclude_set)
+        else:
+            items = self._scorer(hist, stored, k, exclude_set, now)
+        return Answer(user_id, items, model=self.bundle.model,
+                      timings_ms={"online_read": round((read - started) * 1000, 2), **_since(read, "score")})
+
+    def _seen(self, hist: Interactions | None) -> set[int]:
+        return set() if hist is None else {int(i) for i in self.item_ids[np.unique(hist.items)]}
+
+    def signals(self, hist: Interactions, stored: pd.DataFrame, now: float) -> Signals:
+        """The candidate sources' scores and the user's state at ``now``, as training makes them."""
+        m = self.settings.candidates.recent_items
+        users = read_users(_user_rows(stored), now, self.feature_params)
+        profile = unit_profiles(stored, self.unit_vectors.shape[1])
+        recent = latest_items(hist, m)
+        recent_vectors = self.unit_vectors[np.maximum(recent, 0)] * (recent >= 0)[..., None]
+        return Signals(
+            seen=hist.matrix(),
+            cf=minmax_rows(self.knn.score_histories(hist)),
+            ease=minmax_rows(self.ease.score_histories(hist)),
+            lm=profile @ self.unit_vectors.T,
+            lm_recent=np.einsum("rmd,nd->rmn", recent_vectors, self.unit_vectors).max(axis=1),
+            pop=self.pop.astype(np.float32),  # decaying it to ``now`` would not change its order
+            user_share=_share(stored, len(self.categories)),
+            user_events=users["events_decayed"].to_numpy(np.float64),
+            user_last=np.array([hist.seconds.max()]),
+            now=now,
+        )
+
+    def item_features(self, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """Each catalogue item's decayed (short, long) popularity at ``now``. As in training's
+        point-in-time reads, a state older than the views' TTL counts as none."""
+        from features.feature_repo.definitions import TTL
+
+        state = self.item_state.reindex(self.item_ids)
+        last = state["last_event_s"].to_numpy(dtype=np.float64, na_value=np.nan)
+        known = ~np.isnan(last) & (now - np.nan_to_num(last) <= TTL.total_seconds())
+        values = read_items(state[known].reset_index(), now, self.feature_params)
+        short, long = np.zeros(len(self.item_ids)), np.zeros(len(self.item_ids))
+        short[known], long[known] = values["popularity_short"].to_numpy(), values["popularity_long"].to_numpy()
+        return short, long
+
+    def scored_candidates(self, hist: Interactions, stored: pd.DataFrame, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(item columns, sources, scores)`` of the user's candidates, padding dropped."""
+        signals = self.signals(hist, stored, now)
+        short, long = self.item_features(now)
+        items, source, features = candidates(signals, self.item_share, short, long, self.alpha, self.settings.candidates)
+        torch = self._torch
+        with torch.no_grad():
+            scores = self.model(torch.from_numpy(features), torch.from_numpy(unit_profiles(stored, self.unit_vectors.shape[1])),
+                                torch.from_numpy(items), self._vectors_t).numpy()
+        keep = items[0] >= 0
+        return items[0][keep], source[0][keep], scores[0][keep]
+
+    def _scorer(self, hist: Interactions, stored: pd.DataFrame, k: int, exclude: set[int], now: float) -> list[Recommendation]:
+        items, source, scores = self.scored_candidates(hist, stored, now)
+        out = []
+        for j in np.argsort(-scores, kind="stable"):
+            item = int(self.item_ids[items[j]])
+            if item in exclude:
+                continue
+            name = SOURCES[source[j]]
+            out.append(Recommendation(item, self.titles.get(item, str(item)), float(scores[j]), name,
+                                      self._reason(name, hist, items[j])))
+            if len(out) == k:
+                break
+        return out
+
+    def _sequence(self, hist: Interactions, k: int, exclude: set[int]) -> list[Recommendation]:
+        with self._lock:  # bind() points the shared model at this user's history
+            scores = self.model.bind(hist).score(np.array([0]))[0].astype(np.float64)
+        scores[np.unique(hist.items)] = -np.inf
+        scores[self.columns(exclude)[self.columns(exclude) >= 0]] = -np.inf
+        top = np.argsort(-scores, kind="stable")[:k]
+        return [Recommendation(int(self.item_ids[c]), self.titles.get(int(self.item_ids[c]), ""), float(scores[c]),
+                               "sequence", self._reason("lm", hist, c)) for c in top if np.isfinite(scores[c])]
+
+    def _reason(self, source: str, hist: Interactions, column: int) -> str:
+        """A short reason: the user's item that led to it, by CF similarity or by text."""
+        if source not in ("cf", "lm"):
+            return REASONS[source]
+        seen = np.unique(hist.items)
+        if source == "cf":
+            strength = np.asarray(self.knn.similarity_[seen, column].todense()).ravel()
+        else:
+            strength = self.unit_vectors[seen] @ self.unit_vectors[column]
+        best = int(self.item_ids[seen[int(np.argmax(strength))]])
+        return REASONS[source].format(item=self.titles.get(best, str(best)))
+
+    # ------------------------------------------------------------------ explain, similar
+
+    def explain(self, user_id: int, item_id: int, top: int = 5) -> dict:
+        """Why ``item_id`` for ``user_id``: decayed interest topics (lately and fading), the
+        recent items behind it with their decay weights and similarities, and the scores."""
+        column = self._column.get(int(item_id), -1)
+        if int(item_id) not in self.known_items:
+            raise UnknownItem(item_id)
+        hist = self.history(user_id)
+        if hist is None:
+            return {"user_id": user_id, "item_id": item_id, "fallback": True, "topics": {"lately": [], "fading": []},
+                    "recent": [], "reason": REASONS["pop"]}
+        stored = self.online_user(user_id)
+        half_life = self.feature_params.user_half_life_days
+        weights = decay((self.now - hist.seconds) / SECONDS_PER_DAY, half_life)
+        decayed_share = _share(stored, len(self.categories))[0]
+        counts = self.item_share[hist.items].sum(axis=0)
+        overall = counts / max(float(counts.sum()), 1e-12)
+        lately = np.argsort(-decayed_share, kind="stable")[:3]
+        fading = [c for c in np.argsort(decayed_share - overall, kind="stable")
+                  if decayed_share[c] < (1.0 - FADING_DROP) * overall[c]][:3]
+        order = np.argsort(-hist.seconds, kind="stable")
+        recent, listed = [], set()
+        for e in order:
+            col = int(hist.items[e])
+            if col in listed:
+                continue
+            listed.add(col)
+            item = int(self.item_ids[col])
+            entry = {"item_id": item, "title": self.titles.get(item, ""), "decay_weight": float(f"{weights[e]:.4g}"),
+                     "days_ago": round(float((self.now - hist.seconds[e]) / SECONDS_PER_DAY), 1)}
+            if column >= 0:
+                entry["cf_similarity"] = round(float(self.knn.similarity_[col, column]), 4)
+                entry["lm_similarity"] = round(float(self.unit_vectors[col] @ self.unit_vectors[column]), 4)
+            recent.append(entry)
+            if len(recent) == top:
+                break
+        profile = unit_profiles(stored, self.vectors.vectors.shape[1])[0]
+        vector = self._item_vector(item_id)
+        out = {
+            "user_id": user_id, "item_id": item_id, "title": self.titles.get(int(item_id), ""),
+            "fallback": False,
+            "topics": {
+                "lately": [{"topic": self.categories[c], "weight": round(float(decayed_share[c]), 4)} for c in lately],
+                "fading": [{"topic": self.categories[c], "weight": round(float(decayed_share[c]), 4),
+                            "overall": round(float(overall[c]), 4)} for c in fading],
+            },
+            "recent": recent,
+            "lm_score": round(float(profile @ vector), 4) if vector is not None else None,
+            "half_life_days": half_life,
+        }
+        if self.bundle.kind == "scorer" and column >= 0:
+            items, source, scores = self.scored_candidates(hist, stored, self.now)
+            hit = np.flatnonzero(items == column)
+            if len(hit):
+                j = int(hit[0])
+                out.update(model_score=round(float(scores[j]), 4), rank=int((scores > scores[j]).sum()) + 1,
+                           source=SOURCES[source[j]], reason=self._reason(SOURCES[source[j]], hist, column))
+            else:
+                out.update(model_score=None, rank=None, source=None, reason="not among the user's candidates")
+        return out
+
+    def _item_vector(self, item_id: int) -> np.ndarray | None:
+        pos = int(np.searchsorted(self.vectors.item_ids, item_id))
+        if pos < len(self.vectors.item_ids) and self.vectors.item_ids[pos] == item_id:
+            return normalise(self.vectors.vectors[pos : pos + 1])[0]
+        return None
+
+    def similar(self, item_id: int, k: int) -> dict:
+        """Text (LM) neighbours, which cold items have too, and item-CF neighbours."""
+        if int(item_id) not in self.known_items:
+            raise UnknownItem(item_id)
+        entry = lambda i, s: {"item_id": int(i), "title": self.titles.get(int(i), ""), "similarity": round(float(s), 4)}  # noqa: E731
+        lm = [entry(i, s) for i, s in neighbours(self.vectors, int(item_id), k)] if self._item_vector(item_id) is not None else []
+        column = self._column.get(int(item_id), -1)
+        cf = []
+        if column >= 0:
+            row = np.asarray(self.knn.similarity_[:, column].todense()).ravel()
+            row[column] = 0.0
+            cf = [entry(self.item_ids[c], row[c]) for c in np.argsort(-row, kind="stable")[:k] if row[c] > 0]
+        return {"item_id": int(item_id), "title": self.titles.get(int(item_id), ""), "lm": lm, "cf": cf}
+
+    # ------------------------------------------------------------------ live events
+
+    def ingest(self, events: pd.DataFrame) -> dict:
+        """Log ``events`` durably, fold them into memory and push them online.
+
+        Returns how many were accepted and whether the online store took them (if not, they
+        are safe in the log and in this process, and the next features run includes them)."""
+        from features.live import update_items, update_lm_profiles, update_users
+
+        from serving.schemas import BadRequest
+
+        unknown = ~events["item_id"].isin(self.known_items)
+        if unknown.any():
+            row = int(np.flatnonzero(unknown.to_numpy())[0])
+            raise BadRequest(f"event {row}: item_id {int(events['item_id'].iloc[row])} is not in the catalogue")
+        with self._lock:
+            self.log.append(events)
+            self._fold_memory(events)
+            try:
+                update_users(self.store, events, self.bundle.items, self.feature_params)
+                pushed = update_items(self.store, events, self.feature_params)
+                update_lm_profiles(self.store, events, self.vectors.item_ids, self.vectors.vectors, self.feature_params)
+            except Exception as error:  # noqa: BLE001 - logged durably already; report, do not fail
+                log.warning("online store push failed (%s); %d events kept in %s", error, len(events), self.log.path)
+                return {"accepted": int(len(events)), "online": False}
+            state = pushed.set_index("item_id").drop(columns="event_timestamp")
+            self.item_state = pd.concat([self.item_state.drop(index=state.index, errors="ignore"), state])
+        return {"accepted": int(len(events)), "online": True}
+
+    def _fold_memory(self, events: pd.DataFrame) -> None:
+        seconds = events["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]").astype("int64") / 1e6
+        cols = self.columns(events["item_id"].to_numpy())
+        users = events["user_id"].to_numpy()
+        for user in np.unique(users):
+            mine = (users == user) & (cols >= 0)
+            old_cols, old_seconds = self.histories.get(int(user), (np.empty(0, np.int64), np.empty(0)))
+            new_cols, new_seconds = np.r_[old_cols, cols[mine]], np.r_[old_seconds, seconds[mine]]
+            order = np.argsort(new_seconds, kind="stable")
+            self.histories[int(user)] = (new_cols[order], new_seconds[order])
+        known = cols >= 0
+        later = max(self.now, float(seconds.max()))
+        scale = SECONDS_PER_DAY * self.settings.pop_half_life_days
+        pop = self.pop * np.exp2(-(later - self.now) / scale)
+        np.add.at(pop, cols[known], np.exp2(-np.maximum(later - seconds[known], 0.0) / scale))
+        self.pop, self.now = pop, later
+
+    def active_users(self, n: int) -> list[int]:
+        """The ``n`` users with the most events (the demo page's picker)."""
+        counts = sorted(((len(cols), user) for user, (cols, _) in self.histories.items()), reverse=True)
+        return [user for _, user in counts[:n]]
+
+    def info(self) -> dict:
+        return {"model": self.bundle.model, "kind": self.bundle.kind, "dataset": self.params.data.dataset,
+                "users": len(self.histories), "items": int(len(self.item_ids)),
+                "now": pd.Timestamp(self.now, unit="s", tz="UTC").isoformat(), "hp": self.bundle.hp}
+
+
+def _since(started: float, name: str = "total") -> dict[str, float]:
+    return {name: round((time.perf_counter() - started) * 1000, 2)}
+
+
+def _feature_params(params: Params):
+    from features.store import feature_params
+
+    return feature_params(params.features)
+
+
+def _user_rows(stored: pd.DataFrame) -> pd.DataFrame:
+    """Stored user rows in ``read_users``' shape (a user without state reads as zero)."""
+    rows = stored.copy()
+    rows["last_event_s"] = rows["last_event_s"].fillna(0)
+    rows["events_decayed"] = rows["events_decayed"].fillna(0.0)
+    rows["interest"] = [v if v is not None else np.zeros(0) for v in rows["interest"]]
+    rows["recent_event_s"] = [v if v is not None else [] for v in rows["recent_event_s"]]
+    return rows
+
+
+def _share(stored: pd.DataFrame, n: int) -> np.ndarray:
+    out = np.zeros((len(stored), n), dtype=np.float32)
+    for i, value in enumerate(stored["interest_share"]):
+        if value is not None and len(value) == n:
+            out[i] = value
+    return out
+
+
+def load_bundle(folder: str | Path) -> Bundle:
+    """The package step's bundle (``serving.bundle.write_bundle``)."""
+    from models.embeddings import load_vectors
+
+    folder = Path(folder)
+    manifest = json.loads((folder / "bundle.json").read_text())
+    item_ids, vectors, _ = load_vectors(folder / "items.npz")
+    return Bundle(
+        params=Params.model_validate(manifest["params"]), model=manifest["model"], kind=manifest["kind"],
+        hp=manifest["hp"], events=pd.read_parquet(folder / "events.parquet"),
+        items=pd.read_parquet(folder / "items.parquet"), vectors=ItemVectors(item_ids, vectors),
+    )

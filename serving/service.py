@@ -1,0 +1,130 @@
+"""The BentoML service: recommend, explain, similar, live events, version, and a demo page.
+
+    bentoml serve serving.service:Recommender     # from the repository, after `decayrec run`
+    bentoml serve decayrec:latest                 # the bento the package step built
+
+Routes are FastAPI's, mounted on the service, so request bodies are pydantic models that
+refuse unknown fields with a 422 naming them. BentoML adds /livez, /readyz and /metrics.
+The module's top level stays light: ``bentoml build`` and every worker import it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import bentoml
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import HTMLResponse
+
+from serving.schemas import BadRequest, Event, ExplainRequest, RecommendRequest, SimilarRequest, check_events, check_k
+
+ROOT = Path(__file__).resolve().parents[1]
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def bundle_dir() -> Path:
+    """``DECAYREC_BUNDLE`` (absolute, or relative to the source root); else ``bundle/`` in a
+    built bento's source; else params.yaml's ``serving.bundle_dir`` (serving from a checkout)."""
+    if os.environ.get("DECAYREC_BUNDLE"):
+        return ROOT / os.environ["DECAYREC_BUNDLE"]
+    if (ROOT / "bundle" / "bundle.json").exists():
+        return ROOT / "bundle"
+    from flows.config import load_params
+
+    return ROOT / load_params(ROOT / "params.yaml").serving.bundle_dir
+
+
+def _manifest() -> dict:
+    path = bundle_dir() / "bundle.json"
+    if not path.exists():
+        raise RuntimeError(f"no serving bundle at {path}: run `decayrec run` (or `decayrec package`) first")
+    return json.loads(path.read_text())
+
+
+MANIFEST = _manifest()
+app = FastAPI(title="decayrec", description="Time-decayed, LM-augmented recommendations")
+
+
+@bentoml.service(
+    name="decayrec",
+    workers=MANIFEST["params"]["serving"]["workers"],
+    traffic={"timeout": 30},
+    metrics={"enabled": os.environ.get("DECAYREC_METRICS", "true") == "true"},
+)
+@bentoml.asgi_app(app)
+class Recommender:
+    # A class attribute, so that `bentoml build` packs the model into the bento.
+    model = bentoml.models.BentoModel(MANIFEST["model"])
+
+    def __init__(self) -> None:
+        from features.store import open_store
+        from serving.engine import Engine, load_bundle
+        from serving.event_log import EventLog
+
+        bundle = load_bundle(bundle_dir())
+        self.params = bundle.params
+        log_path = os.environ.get("DECAYREC_EVENTS_LOG") or self.params.serving.events_log
+        self.engine = Engine(bundle, Path(self.model.path), open_store(self.params.features.store), EventLog(log_path))
+
+    @app.post("/recommend")
+    def recommend(self, request: RecommendRequest) -> dict:
+        with _as_http():
+            check_k(request.k, self.params)
+            at = request.context.at if request.context else None
+            answer = self.engine.recommend(request.user_id, request.k, request.exclude, at=at)
+        return {
+            "user_id": answer.user_id, "model": answer.model, "fallback": answer.fallback, "degraded": answer.degraded,
+            "items": [vars(r) for r in answer.items], "timings_ms": answer.timings_ms,
+        }
+
+    @app.post("/explain")
+    def explain(self, request: ExplainRequest) -> dict:
+        with _as_http():
+            return self.engine.explain(request.user_id, request.item_id)
+
+    @app.post("/similar")
+    def similar(self, request: SimilarRequest) -> dict:
+        with _as_http():
+            check_k(request.k, self.params)
+            return self.engine.similar(request.item_id, request.k)
+
+    @app.post("/events")
+    def events(self, events: list[Event]) -> dict:
+        import pandas as pd
+
+        with _as_http():
+            check_events(events, self.params, datetime.now(timezone.utc))
+            frame = pd.DataFrame([e.model_dump() for e in events])
+            frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).astype("datetime64[us, UTC]")
+            return self.engine.ingest(frame)
+
+    @app.get("/version")
+    def version(self) -> dict:
+        return self.engine.info()
+
+    @app.get("/demo/users")
+    def demo_users(self, n: int = 20) -> list[int]:
+        """The most active users, for the demo page's picker."""
+        return self.engine.active_users(min(max(n, 1), 200))
+
+    @app.get("/", response_class=HTMLResponse)
+    def demo(self) -> str:
+        return (STATIC / "demo.html").read_text()
+
+
+class _as_http:
+    """Domain errors as 4xx with their message: a bad request never becomes a 500."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, _tb) -> bool:
+        from serving.engine import UnknownItem
+
+        if isinstance(error, BadRequest):
+            raise HTTPException(status_code=422, detail=str(error)) from error
+        if isinstance(error, UnknownItem):
+            raise HTTPException(status_code=404, detail=f"unknown item: {error.args[0]}") from error
+        return False

@@ -1,0 +1,166 @@
+"""The package step's bento, served for real with `bentoml serve <tag>` on a free port and
+called over HTTP: every endpoint, bad requests, and concurrent events all kept. Then the demo
+page in headless Chromium: pick a user, post an event, watch the list change."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port
+
+
+def call(base: str, path: str, body=None) -> tuple[int, dict | list | str]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            text = reply.read().decode()
+            status = reply.status
+    except urllib.error.HTTPError as error:
+        text, status = error.read().decode(), error.code
+    try:
+        return status, json.loads(text)
+    except json.JSONDecodeError:
+        return status, text
+
+
+@pytest.fixture(scope="module")
+def served(trained, tmp_path_factory):
+    """Package the trained champion, then serve the built bento by its tag."""
+    import bentoml
+
+    from flows.config import load_params
+    from flows.steps import package_step
+
+    params = load_params(trained)
+    summary = package_step(params)
+    folder = tmp_path_factory.mktemp("served")
+    port = free_port()
+    log = open(folder / "serve.log", "w")
+    env = {**os.environ, "DECAYREC_EVENTS_LOG": str(folder / "events.jsonl"), "DECAYREC_METRICS": "false"}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "bentoml"), "serve", summary["bento"], "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/readyz", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"bento did not start: {(folder / 'serve.log').read_text()[-3000:]}")
+            time.sleep(1)
+        yield {"base": base, "bento": bentoml.bentos.get(summary["bento"]), "summary": summary, "folder": folder,
+               "params": params}
+    finally:
+        os.killpg(server.pid, 15)  # the server and the workers it started
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, 9)
+            server.wait()
+        log.close()
+
+
+def test_the_bento_packs_the_champion_the_bundle_and_a_dockerfile(served):
+    bento = served["bento"]
+    assert [str(m.tag) for m in bento.info.all_models] == [served["summary"]["model"]]
+    root = Path(bento.path)
+    assert (root / "src" / "bundle" / "bundle.json").exists() and (root / "src" / "serving" / "static" / "demo.html").exists()
+    # No Docker engine here: the generated Dockerfile and requirements are what can be checked.
+    dockerfile = (root / "env" / "docker" / "Dockerfile").read_text()
+    assert "FROM " in dockerfile and "requirements.txt" in dockerfile
+    requirements = (root / "env" / "python" / "requirements.txt").read_text()
+    assert "torch==2.13.0" in requirements and "feast==0.67.0" in requirements
+
+
+def test_every_endpoint_answers_over_http(served):
+    base = served["base"]
+    status, version = call(base, "/version")
+    assert status == 200 and version["model"] == served["summary"]["model"]
+    events = json.loads((Path(served["bento"].path) / "src" / "bundle" / "bundle.json").read_text())
+    user = 1
+    status, recs = call(base, "/recommend", {"user_id": user, "k": 5})
+    assert status == 200 and len(recs["items"]) == 5, recs
+    item = recs["items"][0]["item_id"]
+    status, why = call(base, "/explain", {"user_id": user, "item_id": item})
+    assert status == 200 and why["recent"], why
+    status, similar = call(base, "/similar", {"item_id": item, "k": 3})
+    assert status == 200 and len(similar["lm"]) == 3
+    status, _ = call(base, "/livez")
+    assert status == 200
+    status, page = call(base, "/")
+    assert status == 200 and "decayrec demo" in page
+    assert events["model"] == served["summary"]["model"]
+
+
+def test_bad_requests_get_their_4xx_over_http(served):
+    base = served["base"]
+    assert call(base, "/recommend", {"user_id": 1, "k": 0})[0] == 422
+    assert call(base, "/recommend", {"user_id": 1, "nope": 1})[0] == 422
+    assert call(base, "/events", [{"user_id": 1, "item_id": 1, "timestamp": "not a time"}])[0] == 422
+    assert call(base, "/similar", {"item_id": -1, "k": 3})[0] == 404
+
+
+def test_events_posted_concurrently_are_all_kept_and_seen(served):
+    base = served["base"]
+    now = call(base, "/version")[1]["now"]
+    status, recs = call(base, "/recommend", {"user_id": 1, "k": 40})
+    items = [r["item_id"] for r in recs["items"]]
+    batches = [[{"user_id": 1, "item_id": items[i], "event_type": "rating", "value": 4.0, "timestamp": now}]
+               + [{"user_id": 900_000 + i, "item_id": items[i], "event_type": "rating", "value": 3.0, "timestamp": now}
+                  for _ in range(4)] for i in range(40)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        replies = list(pool.map(lambda batch: call(base, "/events", batch), batches))
+    assert all(status == 200 and body["accepted"] == 5 for status, body in replies), replies
+    lines = (served["folder"] / "events.jsonl").read_text().splitlines()
+    assert len(lines) == 200  # none lost, none torn
+    after = [r["item_id"] for r in call(base, "/recommend", {"user_id": 1, "k": 40})[1]["items"]]
+    assert not set(items) & set(after)  # every posted item is now seen
+    status, newcomer = call(base, "/recommend", {"user_id": 900_000, "k": 3})
+    assert status == 200 and not newcomer["fallback"]  # a new user with live events is known
+
+
+@pytest.mark.skipif(not shutil.which("chromedriver"), reason="Debian's chromium-driver is not installed (.ci/run installs it)")
+def test_the_demo_page_shows_recommendations_and_updates_after_an_event(served):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = Options()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        driver.get(served["base"] + "/")
+        wait = WebDriverWait(driver, 60)
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+        rows = driver.find_elements(By.CSS_SELECTOR, "#recs tr")
+        assert len(rows) == 10
+        first = rows[0].get_attribute("data-item")
+        assert driver.find_element(By.ID, "topics").text.startswith("lately:")
+        rows[0].find_element(By.TAG_NAME, "button").click()
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-events") == "1")
+        after = [r.get_attribute("data-item") for r in driver.find_elements(By.CSS_SELECTOR, "#recs tr")]
+        assert first not in after and len(after) == 10
+        assert "event posted (1 accepted)" in driver.find_element(By.ID, "status").text
+    finally:
+        driver.quit()

@@ -1,0 +1,172 @@
+"""The serving engine on a real trained champion and a real Feast store: the features it
+scores with equal training's, unknown users fall back, live events are logged and change the
+next answer, and an unreachable online store degrades instead of failing."""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+def engine_for(params_path: Path, folder: Path, store=None):
+    """An engine over the champion of the run at ``params_path``, its bundle in ``folder``."""
+    from features.store import open_store
+    from flows.config import load_params
+    from models.registry import Registry
+    from serving.bundle import write_bundle
+    from serving.engine import Engine, load_bundle
+    from serving.event_log import EventLog
+
+    params = load_params(params_path)
+    registry = Registry(params.train.registry_dir)
+    tag = registry.champion()
+    write_bundle(params, tag, registry.info(tag), folder / "bundle")
+    bundle = load_bundle(folder / "bundle")
+    return Engine(bundle, registry.path(tag), store or open_store(params.features.store), EventLog(folder / "events.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def engine(trained, tmp_path_factory):
+    return engine_for(trained, tmp_path_factory.mktemp("engine"))
+
+
+def test_serving_features_equal_the_training_features_for_the_same_history(engine, trained):
+    """The champion sees in serving exactly what it saw in training: same candidates, same
+    features (training reads Feast point in time, serving reads the online store)."""
+    from flows.config import load_params
+    from models.baselines import EASE, DecayedItemKNN, DecayedPopularity
+    from models.ranking_data import history, view
+
+    if engine.bundle.kind != "scorer":
+        pytest.skip("the sequence model reads no candidate features")
+    params = load_params(trained)
+    events, items = engine.bundle.events, engine.bundle.items
+    hp, settings = engine.bundle.hp, engine.settings
+    h = history(events, items, engine.vectors, params.features, settings.candidates.recent_items)
+    assert np.array_equal(h.data.item_ids, engine.item_ids)
+    rows = np.arange(0, h.data.n_users, max(1, h.data.n_users // 5))
+    v = view(h, rows, DecayedItemKNN(k=settings.knn_k, half_life_days=hp["half_life_days"]).fit(h.data),
+             EASE(reg=hp["ease_reg"], max_items=settings.ease_max_items).fit(h.data), DecayedPopularity(half_life_days=settings.pop_half_life_days).fit(h.data),
+             hp["alpha"], settings.candidates)
+    for r, row in enumerate(rows):
+        user = int(h.data.user_ids[row])
+        hist, stored = engine.history(user), engine.online_user(user)
+        signals = engine.signals(hist, stored, engine.now)
+        from models.ranking_data import candidates
+
+        short, long = engine.item_features(engine.now)
+        items_, _, features = candidates(signals, engine.item_share, short, long, engine.alpha, settings.candidates)
+        assert np.array_equal(items_[0], v.items[r]), f"user {user}: candidates differ"
+        np.testing.assert_allclose(features[0], v.features[r], rtol=1e-4, atol=1e-5, err_msg=f"user {user}")
+
+
+def test_a_known_user_gets_k_unseen_items_with_reasons(engine):
+    user = int(engine.bundle.events["user_id"].iloc[0])
+    seen = set(engine.bundle.events.loc[engine.bundle.events["user_id"] == user, "item_id"])
+    answer = engine.recommend(user, 10, exclude=[])
+    assert not answer.fallback and not answer.degraded
+    ids = [r.item_id for r in answer.items]
+    assert len(ids) == 10 == len(set(ids)) and not seen & set(ids)
+    assert all(r.reason for r in answer.items)
+    scores = [r.score for r in answer.items]
+    assert scores == sorted(scores, reverse=True)
+    excluded = engine.recommend(user, 10, exclude=ids[:3])
+    assert not set(ids[:3]) & {r.item_id for r in excluded.items}
+
+
+def test_an_unknown_user_gets_decayed_popularity_marked_fallback(engine):
+    answer = engine.recommend(10**9, 5)
+    assert answer.fallback and not answer.degraded
+    assert [r.item_id for r in answer.items] == [int(engine.item_ids[c]) for c in np.argsort(-engine.pop, kind="stable")[:5]]
+
+
+def test_explain_names_topics_recent_items_with_decay_weights_and_the_lm_score(engine):
+    user = int(engine.bundle.events["user_id"].iloc[0])
+    top = engine.recommend(user, 1).items[0]
+    why = engine.explain(user, top.item_id)
+    assert why["topics"]["lately"] and all(t["topic"] in engine.categories for t in why["topics"]["lately"])
+    weights = [r["decay_weight"] for r in why["recent"]]
+    assert weights and all(0 <= w <= 1 for w in weights)
+    assert why["recent"][0]["days_ago"] <= why["recent"][-1]["days_ago"]
+    assert -1 <= why["lm_score"] <= 1
+    if engine.bundle.kind == "scorer":
+        assert why["rank"] == 1 and why["model_score"] == pytest.approx(top.score, abs=1e-3)
+
+
+def test_similar_gives_text_and_cf_neighbours_and_refuses_unknown_items(engine):
+    from serving.engine import UnknownItem
+
+    item = int(engine.bundle.events["item_id"].value_counts().index[0])
+    found = engine.similar(item, 5)
+    assert len(found["lm"]) == 5 and len(found["cf"]) == 5
+    assert item not in {n["item_id"] for n in found["lm"] + found["cf"]}
+    with pytest.raises(UnknownItem):
+        engine.similar(-5, 5)
+
+
+def test_live_events_are_logged_and_change_the_next_answer(trained, tmp_path):
+    from features.store import online_users
+
+    engine = engine_for(trained, tmp_path)
+    user = int(engine.bundle.events["user_id"].iloc[-1])
+    first = engine.recommend(user, 10).items
+    at = pd.Timestamp(engine.now, unit="s", tz="UTC") + pd.Timedelta(minutes=1)
+    events = pd.DataFrame({"user_id": [user, user], "item_id": [first[0].item_id, first[1].item_id],
+                           "event_type": ["rating", "rating"], "value": [5.0, 4.0], "timestamp": [at, at]})
+    events["timestamp"] = events["timestamp"].astype("datetime64[us, UTC]")
+    assert engine.ingest(events) == {"accepted": 2, "online": True}
+    logged = engine.log.read()
+    assert list(logged["item_id"]) == [first[0].item_id, first[1].item_id]
+    after = [r.item_id for r in engine.recommend(user, 10).items]
+    assert first[0].item_id not in after and first[1].item_id not in after
+    assert int(online_users(engine.store, [user])["last_event_s"].iloc[0]) == int(at.timestamp())
+    # A restart replays the log: the events are part of the user's history again.
+    again = engine_for(trained, tmp_path)
+    assert {first[0].item_id, first[1].item_id} <= set(again.item_ids[again.history(user).items])
+
+
+def test_unknown_items_in_events_are_refused_before_anything_is_written(engine):
+    from serving.schemas import BadRequest
+
+    before = len(engine.log.read())
+    events = pd.DataFrame({"user_id": [1], "item_id": [-7], "event_type": ["rating"], "value": [3.0],
+                           "timestamp": pd.to_datetime([engine.now], unit="s", utc=True).astype("datetime64[us, UTC]")})
+    with pytest.raises(BadRequest, match="event 0: item_id -7"):
+        engine.ingest(events)
+    assert len(engine.log.read()) == before
+
+
+def test_an_unreachable_redis_degrades_to_popularity_with_a_flag(trained, tmp_path):
+    """Production profile (Redis + PostgreSQL registry, a schema and project of this test's
+    own), loaded for real, then served with Redis on a closed port."""
+    import yaml
+
+    from conftest import free_port
+    from features.store import drop_production, open_store
+    from flows.config import load_params
+    from flows.steps import features_step, profiles_step
+
+    name = f"t{uuid.uuid4().hex[:10]}"
+    raw = yaml.safe_load(trained.read_text())
+    raw["features"]["store"] = {"profile": "production", "project": name, "local_dir": str(tmp_path / "feast"),
+                                "redis": "127.0.0.1:6379,db=4", "postgres_schema": name}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    params = load_params(path)
+    try:
+        features_step(params)
+        profiles_step(params)
+        healthy = engine_for(path, tmp_path / "ok")
+        user = int(healthy.bundle.events["user_id"].iloc[0])
+        assert not healthy.recommend(user, 5).degraded
+        down = params.features.store.model_copy(update={"redis": f"127.0.0.1:{free_port()},db=4"})
+        engine = engine_for(path, tmp_path / "down", store=open_store(down))
+        answer = engine.recommend(user, 5)
+        assert answer.fallback and answer.degraded and len(answer.items) == 5
+        seen = set(engine.bundle.events.loc[engine.bundle.events["user_id"] == user, "item_id"])
+        assert not seen & {r.item_id for r in answer.items}
+    finally:
+        drop_production(params.features.store)
