@@ -86,8 +86,18 @@ def update_users(store: FeatureStore, events: pd.DataFrame, items: pd.DataFrame,
 
 def update_items(store: FeatureStore, events: pd.DataFrame, params: FeatureParams) -> pd.DataFrame:
     """Fold ``events`` into the items' decayed popularity online; return the pushed rows."""
+    item_ids = np.unique(events["item_id"].to_numpy())
+    rows = fold_items(online_items(store, item_ids), events, params)
+    push(store, "item_popularity_push", rows)
+    return rows
+
+
+def fold_items(current: pd.DataFrame, events: pd.DataFrame, params: FeatureParams) -> pd.DataFrame:
+    """New popularity rows of the items in ``events`` from their ``current`` stored rows (one
+    per distinct item id in sorted order; nulls where none): the state a push writes."""
     item_ids, keys = np.unique(events["item_id"].to_numpy(), return_inverse=True)
-    current = online_items(store, item_ids)
+    if not np.array_equal(current["item_id"].to_numpy(), item_ids):
+        raise ValueError("current rows must be the events' distinct items, sorted")
     stored_t = current["last_event_s"].to_numpy(dtype=np.float64, na_value=np.nan)
     seconds = _seconds(events)
     ones = np.ones((len(events), 1))
@@ -97,7 +107,7 @@ def update_items(store: FeatureStore, events: pd.DataFrame, params: FeatureParam
         stored = current[column].to_numpy(dtype=np.float64, na_value=0.0)[:, None]
         state, at = _fold(stored, stored_t, keys, seconds, ones, half_life)
         pushed[column] = state[:, 0].astype(np.float32)
-    rows = pd.DataFrame(
+    return pd.DataFrame(
         {
             "item_id": item_ids.astype(np.int64),
             "event_timestamp": _row_time(at, stored_t),
@@ -105,8 +115,6 @@ def update_items(store: FeatureStore, events: pd.DataFrame, params: FeatureParam
             "last_event_s": at.astype(np.int64),
         }
     )
-    push(store, "item_popularity_push", rows)
-    return rows
 
 
 def update_lm_profiles(

@@ -58,10 +58,17 @@ class ScorerNet(nn.Module):
     ) -> torch.Tensor:
         """``(B, W, F)`` features, ``(B, d)`` profiles, ``(B, W)`` item columns (-1 = none)
         and the ``(n_items, d)`` item vectors -> ``(B, W)`` scores."""
-        dense = (features - self.mean) / self.std
         # Project the catalogue once, then gather: far cheaper than projecting per candidate.
-        projected = self.proj(item_vectors)[items.clamp(min=0)] * (items >= 0)[..., None]
-        text = self.proj(user_vec)[:, None, :] * projected
+        return self.score_projected(features, user_vec, items, self.proj(item_vectors))
+
+    def score_projected(
+        self, features: torch.Tensor, user_vec: torch.Tensor, items: torch.Tensor, projected: torch.Tensor
+    ) -> torch.Tensor:
+        """``forward`` with the catalogue already projected (``self.proj(item_vectors)``):
+        the service projects it once, not per request."""
+        dense = (features - self.mean) / self.std
+        chosen = projected[items.clamp(min=0)] * (items >= 0)[..., None]
+        text = self.proj(user_vec)[:, None, :] * chosen
         return self.mlp(torch.cat([dense, text], dim=-1)).squeeze(-1)
 
 

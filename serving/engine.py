@@ -111,6 +111,7 @@ class Engine:
         # the user interest half-life.
         half_life = float(hp.get("half_life_days", self.feature_params.user_half_life_days))
         self.knn = DecayedItemKNN(k=self.settings.knn_k, half_life_days=half_life).fit(data)
+        self._similar_to = self.knn.similarity_.tocsc()  # column j: the items that lead to j
         self.ease = (EASE(reg=float(hp["ease_reg"]), max_items=self.settings.ease_max_items).fit(data)
                      if bundle.kind == "scorer" else None)
         self.alpha = float(hp.get("alpha", 0.0))
@@ -125,10 +126,12 @@ class Engine:
             for u, a, b in zip(data.user_ids, bounds[:-1], bounds[1:])
         }
         self.model = self._load_model(model_dir)
-        replayed = event_log.read()
+        # The online store already holds the logged events; memory gets them from the log.
+        self.item_state = self._read_item_state()
+        self._item_cache: tuple[float, tuple[np.ndarray, np.ndarray]] | None = None
+        replayed, self._offset = event_log.read_from(0)
         if len(replayed):
             self._fold_memory(replayed)
-        self.item_state = self._read_item_state()
         log.info("engine: %s users, %s items, %s live events replayed, %s model %s, ready in %.1f s",
                  f"{len(self.histories):,}", f"{len(self.item_ids):,}", len(replayed), bundle.kind, bundle.model,
                  time.perf_counter() - started)
@@ -147,12 +150,13 @@ class Engine:
 
         net, _ = from_files(weights, config)
         self._torch = torch
-        self._vectors_t = torch.from_numpy(self.unit_vectors)
+        with torch.no_grad():  # the catalogue's projection, once (ScorerNet.score_projected)
+            self._projected = net.proj(torch.from_numpy(self.unit_vectors))
         return net
 
     def _read_item_state(self) -> pd.DataFrame:
-        """Every catalogue item's stored popularity state; from the training events when the
-        online store cannot be read (then live events since are missing from it)."""
+        """Every catalogue item's stored popularity state; from the training events and the
+        log when the online store cannot be read."""
         from features.interest import item_feature_table, latest_rows
         from features.store import online_items
 
@@ -162,8 +166,9 @@ class Engine:
                 return rows.dropna(subset=["last_event_s"]).set_index("item_id")
         except Exception as error:  # noqa: BLE001 - any store failure: serve from batch state
             log.warning("online store unreadable at start (%s); item popularity from the training events", error)
-        table = item_feature_table(self.bundle.events, self.feature_params)
-        return latest_rows(table, "item_id", self.now).set_index("item_id")
+        events = pd.concat([self.bundle.events, self.log.read()], ignore_index=True)
+        table = item_feature_table(events, self.feature_params)
+        return latest_rows(table, "item_id", float("inf")).set_index("item_id")
 
     # ------------------------------------------------------------------ state
 
@@ -204,6 +209,7 @@ class Engine:
     def recommend(self, user_id: int, k: int, exclude: list[int] | None = None, at=None) -> Answer:
         """The user's top ``k`` (minus ``exclude``), as of ``at`` (default: the latest event)."""
         started = time.perf_counter()
+        self.catch_up()
         now = self.now if at is None else at.timestamp()
         if now < self.now:
             from serving.schemas import BadRequest
@@ -238,13 +244,13 @@ class Engine:
         users = read_users(_user_rows(stored), now, self.feature_params)
         profile = unit_profiles(stored, self.unit_vectors.shape[1])
         recent = latest_items(hist, m)
-        recent_vectors = self.unit_vectors[np.maximum(recent, 0)] * (recent >= 0)[..., None]
+        recent_vectors = self.unit_vectors[np.maximum(recent[0], 0)] * (recent[0] >= 0)[:, None]
         return Signals(
             seen=hist.matrix(),
             cf=minmax_rows(self.knn.score_histories(hist)),
             ease=minmax_rows(self.ease.score_histories(hist)),
             lm=profile @ self.unit_vectors.T,
-            lm_recent=np.einsum("rmd,nd->rmn", recent_vectors, self.unit_vectors).max(axis=1),
+            lm_recent=(recent_vectors @ self.unit_vectors.T).max(axis=0, keepdims=True),
             pop=self.pop.astype(np.float32),  # decaying it to ``now`` would not change its order
             user_share=_share(stored, len(self.categories)),
             user_events=users["events_decayed"].to_numpy(np.float64),
@@ -257,12 +263,15 @@ class Engine:
         point-in-time reads, a state older than the views' TTL counts as none."""
         from features.feature_repo.definitions import TTL
 
+        if self._item_cache is not None and self._item_cache[0] == now:
+            return self._item_cache[1]
         state = self.item_state.reindex(self.item_ids)
         last = state["last_event_s"].to_numpy(dtype=np.float64, na_value=np.nan)
         known = ~np.isnan(last) & (now - np.nan_to_num(last) <= TTL.total_seconds())
         values = read_items(state[known].reset_index(), now, self.feature_params)
         short, long = np.zeros(len(self.item_ids)), np.zeros(len(self.item_ids))
         short[known], long[known] = values["popularity_short"].to_numpy(), values["popularity_long"].to_numpy()
+        self._item_cache = (now, (short, long))
         return short, long
 
     def scored_candidates(self, hist: Interactions, stored: pd.DataFrame, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -272,8 +281,9 @@ class Engine:
         items, source, features = candidates(signals, self.item_share, short, long, self.alpha, self.settings.candidates)
         torch = self._torch
         with torch.no_grad():
-            scores = self.model(torch.from_numpy(features), torch.from_numpy(unit_profiles(stored, self.unit_vectors.shape[1])),
-                                torch.from_numpy(items), self._vectors_t).numpy()
+            scores = self.model.score_projected(
+                torch.from_numpy(features), torch.from_numpy(unit_profiles(stored, self.unit_vectors.shape[1])),
+                torch.from_numpy(items), self._projected).numpy()
         keep = items[0] >= 0
         return items[0][keep], source[0][keep], scores[0][keep]
 
@@ -306,11 +316,18 @@ class Engine:
             return REASONS[source]
         seen = np.unique(hist.items)
         if source == "cf":
-            strength = np.asarray(self.knn.similarity_[seen, column].todense()).ravel()
+            strength = self.cf_links(seen, column)
         else:
             strength = self.unit_vectors[seen] @ self.unit_vectors[column]
         best = int(self.item_ids[seen[int(np.argmax(strength))]])
         return REASONS[source].format(item=self.titles.get(best, str(best)))
+
+    def cf_links(self, seen: np.ndarray, column: int) -> np.ndarray:
+        """Item-CF similarity of each of ``seen`` (item columns) to ``column``."""
+        sim = self._similar_to
+        start, end = sim.indptr[column], sim.indptr[column + 1]
+        lookup = dict(zip(sim.indices[start:end].tolist(), sim.data[start:end].tolist()))
+        return np.array([lookup.get(int(c), 0.0) for c in seen])
 
     # ------------------------------------------------------------------ explain, similar
 
@@ -320,6 +337,7 @@ class Engine:
         column = self._column.get(int(item_id), -1)
         if int(item_id) not in self.known_items:
             raise UnknownItem(item_id)
+        self.catch_up()
         hist = self.history(user_id)
         if hist is None:
             return {"user_id": user_id, "item_id": item_id, "fallback": True, "topics": {"lately": [], "fading": []},
@@ -344,7 +362,7 @@ class Engine:
             entry = {"item_id": item, "title": self.titles.get(item, ""), "decay_weight": float(f"{weights[e]:.4g}"),
                      "days_ago": round(float((self.now - hist.seconds[e]) / SECONDS_PER_DAY), 1)}
             if column >= 0:
-                entry["cf_similarity"] = round(float(self.knn.similarity_[col, column]), 4)
+                entry["cf_similarity"] = round(float(self.cf_links(np.array([col]), column)[0]), 4)
                 entry["lm_similarity"] = round(float(self.unit_vectors[col] @ self.unit_vectors[column]), 4)
             recent.append(entry)
             if len(recent) == top:
@@ -389,39 +407,65 @@ class Engine:
         column = self._column.get(int(item_id), -1)
         cf = []
         if column >= 0:
-            row = np.asarray(self.knn.similarity_[:, column].todense()).ravel()
-            row[column] = 0.0
-            cf = [entry(self.item_ids[c], row[c]) for c in np.argsort(-row, kind="stable")[:k] if row[c] > 0]
+            # The items most similar to this one: its column, as the similarity is symmetric
+            # before each item keeps its top k.
+            sim = self._similar_to
+            start, end = sim.indptr[column], sim.indptr[column + 1]
+            cols, values = sim.indices[start:end], sim.data[start:end]
+            keep = cols != column
+            cols, values = cols[keep], values[keep]
+            order = np.lexsort((cols, -values))[:k]
+            cf = [entry(self.item_ids[c], v) for c, v in zip(cols[order], values[order]) if v > 0]
         return {"item_id": int(item_id), "title": self.titles.get(int(item_id), ""), "lm": lm, "cf": cf}
 
     # ------------------------------------------------------------------ live events
 
     def ingest(self, events: pd.DataFrame) -> dict:
-        """Log ``events`` durably, fold them into memory and push them online.
+        """Log ``events`` durably and push them online, then fold them into memory.
 
-        Returns how many were accepted and whether the online store took them (if not, they
-        are safe in the log and in this process, and the next features run includes them)."""
+        The log append and the online push happen under the log's lock: pushes read, fold and
+        write stored state, so two at once (threads or processes) would lose events. Returns
+        how many were accepted and whether the online store took them (if not, they are safe
+        in the log and in memory, and the next features run includes them)."""
         from features.live import update_items, update_lm_profiles, update_users
-
         from serving.schemas import BadRequest
 
         unknown = ~events["item_id"].isin(self.known_items)
         if unknown.any():
             row = int(np.flatnonzero(unknown.to_numpy())[0])
             raise BadRequest(f"event {row}: item_id {int(events['item_id'].iloc[row])} is not in the catalogue")
-        with self._lock:
+        online = True
+        with self.log.locked():
             self.log.append(events)
-            self._fold_memory(events)
             try:
                 update_users(self.store, events, self.bundle.items, self.feature_params)
-                pushed = update_items(self.store, events, self.feature_params)
+                update_items(self.store, events, self.feature_params)
                 update_lm_profiles(self.store, events, self.vectors.item_ids, self.vectors.vectors, self.feature_params)
             except Exception as error:  # noqa: BLE001 - logged durably already; report, do not fail
                 log.warning("online store push failed (%s); %d events kept in %s", error, len(events), self.log.path)
-                return {"accepted": int(len(events)), "online": False}
-            state = pushed.set_index("item_id").drop(columns="event_timestamp")
-            self.item_state = pd.concat([self.item_state.drop(index=state.index, errors="ignore"), state])
-        return {"accepted": int(len(events)), "online": True}
+                online = False
+        self.catch_up()
+        return {"accepted": int(len(events)), "online": online}
+
+    def catch_up(self) -> None:
+        """Fold into memory the events logged since the last look, by this process or another."""
+        if self.log.size() == self._offset:
+            return
+        with self._lock:
+            events, self._offset = self.log.read_from(self._offset)
+            if len(events):
+                self._fold_memory(events)
+                self._fold_item_state(events)
+
+    def _fold_item_state(self, events: pd.DataFrame) -> None:
+        """What the online push wrote for these items, computed from the same state."""
+        from features.live import fold_items
+
+        item_ids = np.unique(events["item_id"].to_numpy())
+        current = self.item_state.reindex(item_ids).rename_axis("item_id").reset_index()
+        rows = fold_items(current, events, self.feature_params).set_index("item_id").drop(columns="event_timestamp")
+        self.item_state = pd.concat([self.item_state.drop(index=rows.index, errors="ignore"), rows])
+        self._item_cache = None
 
     def _fold_memory(self, events: pd.DataFrame) -> None:
         seconds = events["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]").astype("int64") / 1e6

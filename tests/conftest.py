@@ -130,6 +130,27 @@ def trained(tmp_path_factory) -> Path:
     return path
 
 
+def own_store(trained: Path, folder: Path, store: dict | None = None) -> Path:
+    """params.yaml of the ``trained`` run with a Feast store, feature tables and serving
+    folders of its own, loaded from the same data: for tests that post live events, which
+    would otherwise change the online state other tests read."""
+    import yaml
+
+    from flows.config import load_params
+    from flows.steps import features_step, profiles_step
+
+    raw = yaml.safe_load(trained.read_text())
+    raw["features"].update(out_dir=str(folder / "features"), profiles_dir=str(folder / "profiles"),
+                           store=store or {**raw["features"]["store"], "local_dir": str(folder / "feast")})
+    raw["serving"].update(bundle_dir=str(folder / "serving"), events_log=str(folder / "live" / "events.jsonl"))
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    params = load_params(path)
+    features_step(params)
+    profiles_step(params)
+    return path
+
+
 def free_port() -> int:
     import socket
 

@@ -49,3 +49,31 @@ def test_repro_on_a_clean_clone_matches_the_committed_lock(tmp_path):
     for stage in DATA_STAGES:
         assert f"Stage '{stage}' didn't change, skipping" in second.stdout
     shutil.rmtree(clone / ".dvc" / "cache", ignore_errors=True)
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the project's git history to clone")
+def test_an_experiment_with_a_changed_param_runs_and_is_recorded(tmp_path):
+    """`dvc exp run -S` reruns the stages the parameter reaches, with the new value."""
+    import json
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(clone),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@localhost",
+        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@localhost",
+    }
+    env.pop("DECAYREC_DATA_MIRROR", None)
+    dvc = [sys.executable, "-m", "dvc"]
+    run = subprocess.run([*dvc, "exp", "run", "--name", "half", "-S", "split.p1_fractions=[0.5,0.25,0.25]", "split"],
+                         cwd=clone, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    stats = json.loads((clone / "data" / "splits" / "P1" / "stats.json").read_text())
+    total = sum(stats[part]["rows"] for part in ("train", "valid", "test"))
+    assert stats["train"]["rows"] == pytest.approx(total * 0.5, rel=0.01)
+    shown = subprocess.run([*dvc, "exp", "show", "--json"], cwd=clone, env=env, capture_output=True, text=True)
+    assert shown.returncode == 0 and "half" in shown.stdout and "0.5" in shown.stdout
+    shutil.rmtree(clone / ".dvc" / "cache", ignore_errors=True)

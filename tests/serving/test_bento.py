@@ -39,12 +39,13 @@ def served(trained, tmp_path_factory):
     """Package the trained champion, then serve the built bento by its tag."""
     import bentoml
 
+    from conftest import own_store
     from flows.config import load_params
     from flows.steps import package_step
 
-    params = load_params(trained)
-    summary = package_step(params)
     folder = tmp_path_factory.mktemp("served")
+    params = load_params(own_store(trained, folder))
+    summary = package_step(params)
     port = free_port()
     log = open(folder / "serve.log", "w")
     env = {**os.environ, "DECAYREC_EVENTS_LOG": str(folder / "events.jsonl"), "DECAYREC_METRICS": "false"}

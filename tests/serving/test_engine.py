@@ -108,8 +108,10 @@ def test_similar_gives_text_and_cf_neighbours_and_refuses_unknown_items(engine):
 
 
 def test_live_events_are_logged_and_change_the_next_answer(trained, tmp_path):
+    from conftest import own_store
     from features.store import online_users
 
+    trained = own_store(trained, tmp_path)
     engine = engine_for(trained, tmp_path)
     user = int(engine.bundle.events["user_id"].iloc[-1])
     first = engine.recommend(user, 10).items
@@ -142,23 +144,16 @@ def test_unknown_items_in_events_are_refused_before_anything_is_written(engine):
 def test_an_unreachable_redis_degrades_to_popularity_with_a_flag(trained, tmp_path):
     """Production profile (Redis + PostgreSQL registry, a schema and project of this test's
     own), loaded for real, then served with Redis on a closed port."""
-    import yaml
-
-    from conftest import free_port
+    from conftest import free_port, own_store
     from features.store import drop_production, open_store
     from flows.config import load_params
-    from flows.steps import features_step, profiles_step
 
     name = f"t{uuid.uuid4().hex[:10]}"
-    raw = yaml.safe_load(trained.read_text())
-    raw["features"]["store"] = {"profile": "production", "project": name, "local_dir": str(tmp_path / "feast"),
-                                "redis": "127.0.0.1:6379,db=4", "postgres_schema": name}
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    params = load_params(path)
+    store = {"profile": "production", "project": name, "local_dir": str(tmp_path / "feast"),
+             "redis": "127.0.0.1:6379,db=4", "postgres_schema": name}
     try:
-        features_step(params)
-        profiles_step(params)
+        path = own_store(trained, tmp_path, store)
+        params = load_params(path)
         healthy = engine_for(path, tmp_path / "ok")
         user = int(healthy.bundle.events["user_id"].iloc[0])
         assert not healthy.recommend(user, 5).degraded
@@ -169,4 +164,26 @@ def test_an_unreachable_redis_degrades_to_popularity_with_a_flag(trained, tmp_pa
         seen = set(engine.bundle.events.loc[engine.bundle.events["user_id"] == user, "item_id"])
         assert not seen & {r.item_id for r in answer.items}
     finally:
-        drop_production(params.features.store)
+        drop_production(load_params(trained).features.store.model_copy(update=store))
+
+
+def test_two_service_processes_share_live_events_through_the_log(trained, tmp_path):
+    """Each worker process has an engine of its own; what one takes in, the other folds in
+    from the log before its next answer (its popularity state equal to the writer's)."""
+    from conftest import own_store
+
+    trained = own_store(trained, tmp_path)
+    writer = engine_for(trained, tmp_path)
+    reader = engine_for(trained, tmp_path)
+    user = int(writer.bundle.events["user_id"].iloc[-1])
+    item = reader.recommend(user, 1).items[0].item_id
+    at = pd.Timestamp(writer.now, unit="s", tz="UTC") + pd.Timedelta(minutes=5)
+    events = pd.DataFrame({"user_id": [user, 4242], "item_id": [item, item], "event_type": ["rating"] * 2,
+                           "value": [5.0, 2.0], "timestamp": [at, at]})
+    events["timestamp"] = events["timestamp"].astype("datetime64[us, UTC]")
+    writer.ingest(events)
+    assert item not in [r.item_id for r in reader.recommend(user, 10).items]
+    assert not reader.recommend(4242, 3).fallback
+    np.testing.assert_allclose(reader.pop, writer.pop)
+    np.testing.assert_allclose(reader.item_features(reader.now), writer.item_features(writer.now))
+    assert reader.now == writer.now

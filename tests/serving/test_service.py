@@ -13,14 +13,15 @@ import pytest
 def client(trained, tmp_path_factory):
     from starlette.testclient import TestClient
 
+    from conftest import own_store
     from flows.config import load_params
     from models.registry import Registry
     from serving.bundle import write_bundle
 
-    params = load_params(trained)
+    folder = tmp_path_factory.mktemp("service")
+    params = load_params(own_store(trained, folder))
     registry = Registry(params.train.registry_dir)
     tag = registry.champion()
-    folder = tmp_path_factory.mktemp("service")
     write_bundle(params, tag, registry.info(tag), folder / "bundle")
     os.environ.update(DECAYREC_BUNDLE=str(folder / "bundle"), DECAYREC_EVENTS_LOG=str(folder / "events.jsonl"),
                       DECAYREC_METRICS="false")

@@ -1,0 +1,190 @@
+"""Load benchmark of the served bento: /recommend at 1, 8 and 32 connections and /events,
+with wrk (Debian's `wrk`) against `bentoml serve <bento>` on 127.0.0.1, beside the
+in-process scoring time per request (the floor the HTTP path adds to).
+
+    DECAYREC_DATA_MIRROR=/path/to/mirror python benchmarks/serving.py --dataset ml-1m
+
+Needs a champion for the data set (`decayrec run --dataset ml-1m`); packages it first.
+Live events go to a log of the benchmark's own, never the data set's. The last line is JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from flows.config import load_params  # noqa: E402
+
+REPORT = """
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+  io.write(string.format("RESULT %d %d %d %d %d %d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), errors, summary.errors.status))
+end
+"""
+
+
+def recommend_script(users: list[int], k: int) -> str:
+    return (f"local users = {{{', '.join(map(str, users))}}}\n"
+            "math.randomseed(42)\n"
+            "request = function()\n"
+            "  local u = users[math.random(#users)]\n"
+            f"  return wrk.format('POST', '/recommend', {{['Content-Type'] = 'application/json'}}, "
+            f"'{{\"user_id\": ' .. u .. ', \"k\": {k}}}')\n"
+            "end\n" + REPORT)
+
+
+def events_script(users: list[int], items: list[int], at: str, batch: int) -> str:
+    return (f"local users = {{{', '.join(map(str, users))}}}\n"
+            f"local items = {{{', '.join(map(str, items))}}}\n"
+            "math.randomseed(7)\n"
+            "request = function()\n"
+            "  local parts = {}\n"
+            f"  for i = 1, {batch} do\n"
+            "    parts[i] = string.format('{\"user_id\": %d, \"item_id\": %d, \"event_type\": \"rating\", \"value\": 4.0, "
+            f"\"timestamp\": \"{at}\"}}', users[math.random(#users)], items[math.random(#items)])\n"
+            "  end\n"
+            "  return wrk.format('POST', '/events', {['Content-Type'] = 'application/json'}, '[' .. table.concat(parts, ',') .. ']')\n"
+            "end\n" + REPORT)
+
+
+def wrk(url: str, script: str, connections: int, seconds: int, folder: Path) -> dict:
+    path = folder / f"script_{connections}.lua"
+    path.write_text(script)
+    out = subprocess.run(["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds}s",
+                          "--timeout", "10s", "-s", str(path), url], capture_output=True, text=True, check=True).stdout
+    requests, duration_us, p50, p99, errors, non2xx = map(int, re.search(r"RESULT (.*)", out).group(1).split())
+    return {"rps": round(requests / (duration_us / 1e6), 1), "p50_ms": round(p50 / 1000, 2),
+            "p99_ms": round(p99 / 1000, 2), "errors": errors + non2xx, "requests": requests}
+
+
+def inprocess(params, users: list[int], n: int) -> dict:
+    """Per-request time of Engine.recommend in this process (no HTTP)."""
+    from features.store import open_store
+    from models.registry import Registry
+    from serving.engine import Engine, load_bundle
+    from serving.event_log import EventLog
+
+    registry = Registry(params.train.registry_dir)
+    bundle = load_bundle(params.serving.bundle_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = Engine(bundle, registry.path(bundle.model), open_store(params.features.store), EventLog(Path(tmp) / "e.jsonl"))
+        rng = np.random.default_rng(0)
+        for user in users[:20]:  # warm-up
+            engine.recommend(user, 10)
+        times = []
+        for user in rng.choice(users, size=n):
+            started = time.perf_counter()
+            engine.recommend(int(user), 10)
+            times.append((time.perf_counter() - started) * 1000)
+    return {"p50_ms": round(float(np.percentile(times, 50)), 2), "p99_ms": round(float(np.percentile(times, 99)), 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", default="ml-1m")
+    parser.add_argument("--seconds", type=int, default=15, help="per load level")
+    parser.add_argument("--users", type=int, default=2000, help="distinct users the load draws from")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed (Debian: apt-get install wrk)")
+    import pandas as pd
+
+    from flows.steps import package_step
+
+    params = load_params(ROOT / "params.yaml", dataset=args.dataset)
+    print(f"packaging the {args.dataset} champion ...", flush=True)
+    summary = package_step(params)
+    events = pd.read_parquet(params.serving.bundle_dir / "events.parquet", columns=["user_id", "item_id"])
+    rng = np.random.default_rng(0)
+    users = sorted(rng.choice(events["user_id"].unique(), size=min(args.users, events["user_id"].nunique()), replace=False).tolist())
+    items = events["item_id"].value_counts().index[:500].tolist()
+    print("in-process scoring ...", flush=True)
+    floor = inprocess(params, users, 300)
+
+    folder = Path(tempfile.mkdtemp(prefix="decayrec-serving-bench-"))
+    port = _free_port()
+    env = {**os.environ, "DECAYREC_EVENTS_LOG": str(folder / "events.jsonl"), "BENTOML_DO_NOT_TRACK": "true"}
+    log = open(folder / "serve.log", "w")
+    server = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", summary["bento"], "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(url, server, folder)
+        for user in users[:50]:  # every worker loaded and warm
+            _post(url + "/recommend", {"user_id": user, "k": 10})
+        results = {}
+        for c in (1, 8, 32):
+            print(f"/recommend k=10, {c} connection(s), {args.seconds} s ...", flush=True)
+            results[c] = wrk(url, recommend_script(users, 10), c, args.seconds, folder)
+        now = json.loads(urllib.request.urlopen(url + "/version").read())["now"]
+        batch = 10
+        print(f"/events, batches of {batch}, 8 connections, {args.seconds} s ...", flush=True)
+        ev = wrk(url, events_script(users, items, now, batch), 8, args.seconds, folder)
+        logged = sum(1 for _ in open(folder / "events.jsonl"))
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
+        log.close()
+    print(f"{'load':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    for c, r in results.items():
+        print(f"{'/recommend c=' + str(c):<22}{r['rps']:>10.1f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['errors']:>8}")
+    print(f"{'/events c=8 (x' + str(batch) + ')':<22}{ev['rps']:>10.1f}{ev['p50_ms']:>10.2f}{ev['p99_ms']:>10.2f}{ev['errors']:>8}"
+          f"   = {ev['rps'] * batch:,.0f} events/s; {logged:,} logged of {ev['requests'] * batch:,} sent")
+    print(f"in-process Engine.recommend: p50 {floor['p50_ms']} ms, p99 {floor['p99_ms']} ms "
+          f"(workers {params.serving.workers}, bento {summary['bento']})")
+    print(json.dumps({
+        "dataset": args.dataset, "bento": summary["bento"], "model": summary["model"], "workers": params.serving.workers,
+        **{f"recommend_rps_c{c}": r["rps"] for c, r in results.items()},
+        **{f"recommend_p50_ms_c{c}": r["p50_ms"] for c, r in results.items()},
+        **{f"recommend_p99_ms_c{c}": r["p99_ms"] for c, r in results.items()},
+        "errors": sum(r["errors"] for r in results.values()) + ev["errors"],
+        "events_per_s": round(ev["rps"] * batch, 1), "events_logged": logged, "events_sent": ev["requests"] * batch,
+        "inprocess_score_ms": floor["p50_ms"], "inprocess_score_p99_ms": floor["p99_ms"],
+    }))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        return json.loads(reply.read())
+
+
+def _wait(url: str, server, folder: Path) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        if server.poll() is not None:
+            break
+        time.sleep(1)
+    raise RuntimeError(f"the bento did not start: {(folder / 'serve.log').read_text()[-3000:]}")
+
+
+if __name__ == "__main__":
+    main()
