@@ -52,6 +52,13 @@ class DataConfig(_Strict):
     interim_dir: Path = Path("data/interim")
     tabular: TabularConfig = TabularConfig()
 
+    @field_validator("tmdb", mode="before")
+    @classmethod
+    def _off(cls, value):
+        # YAML 1.1 reads an unquoted off as false, and `dvc exp run -S` rewrites params.yaml
+        # without the quotes.
+        return "off" if value is False else value
+
 
 class ValidationConfig(_Strict):
     min_timestamp: datetime = datetime(1995, 1, 1, tzinfo=timezone.utc)
