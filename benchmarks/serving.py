@@ -78,6 +78,9 @@ def inprocess(params, users: list[int], n: int) -> dict:
     from serving.engine import Engine, load_bundle
     from serving.event_log import EventLog
 
+    import torch
+
+    torch.set_num_threads(params.serving.torch_threads)  # as the service does
     registry = Registry(params.train.registry_dir)
     bundle = load_bundle(params.serving.bundle_dir)
     with tempfile.TemporaryDirectory() as tmp:

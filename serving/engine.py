@@ -106,6 +106,7 @@ class Engine:
         self.item_share = category_weights(bundle.items, self.item_ids, categories)
         self.vectors = bundle.vectors
         self.unit_vectors = normalise(bundle.vectors.aligned(self.item_ids))
+        self._unit_vectors_t = np.ascontiguousarray(self.unit_vectors.T)  # the layout a (k, d) @ (d, n) wants
         hp = bundle.hp
         # A sequence champion has no CF half-life of its own; /similar and reasons then use
         # the user interest half-life.
@@ -245,12 +246,14 @@ class Engine:
         profile = unit_profiles(stored, self.unit_vectors.shape[1])
         recent = latest_items(hist, m)
         recent_vectors = self.unit_vectors[np.maximum(recent[0], 0)] * (recent[0] >= 0)[:, None]
+        # One pass over the catalogue's vectors for the profile and the recent items.
+        cosines = np.vstack([profile, recent_vectors]) @ self._unit_vectors_t
         return Signals(
             seen=hist.matrix(),
             cf=minmax_rows(self.knn.score_histories(hist)),
             ease=minmax_rows(self.ease.score_histories(hist)),
-            lm=profile @ self.unit_vectors.T,
-            lm_recent=(recent_vectors @ self.unit_vectors.T).max(axis=0, keepdims=True),
+            lm=cosines[:1],
+            lm_recent=cosines[1:].max(axis=0, keepdims=True),
             pop=self.pop.astype(np.float32),  # decaying it to ``now`` would not change its order
             user_share=_share(stored, len(self.categories)),
             user_events=users["events_decayed"].to_numpy(np.float64),

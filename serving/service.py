@@ -63,8 +63,11 @@ class Recommender:
         from serving.engine import Engine, load_bundle
         from serving.event_log import EventLog
 
+        import torch
+
         bundle = load_bundle(bundle_dir())
         self.params = bundle.params
+        torch.set_num_threads(self.params.serving.torch_threads)
         log_path = os.environ.get("DECAYREC_EVENTS_LOG") or self.params.serving.events_log
         self.engine = Engine(bundle, Path(self.model.path), open_store(self.params.features.store), EventLog(log_path))
 
