@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from flows.cli import format_summary, format_training  # noqa: E402
 from flows.config import load_params  # noqa: E402
 from flows.pipeline import run_all  # noqa: E402
 
@@ -35,12 +36,15 @@ def main() -> None:
     wall = round(time.perf_counter() - started, 1)
     peak_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     train = results["train"]
+    print(format_summary(params, results["validate"], results["split"], wall))  # what `decayrec run` prints
+    print(format_training(train))
     for name, s in seconds.items():
         print(f"{name:>9}: {s:8.1f} s")
     print(f"{'total':>9}: {wall:8.1f} s, peak RSS {peak_mb:,.0f} MB; {train['model']} ({train['kind']}) "
           f"{'promoted' if train['promoted'] else 'not promoted'}")
     print(json.dumps({"dataset": params.data.dataset, "wall_s": wall, "peak_rss_mb": peak_mb, "steps": seconds,
-                      "model": train["model"], "kind": train["kind"], "promoted": train["promoted"]}))
+                      "model": train["model"], "kind": train["kind"], "promoted": train["promoted"],
+                      "bento": results["package"]["bento"]}))
 
 
 if __name__ == "__main__":

@@ -150,6 +150,12 @@ def _decay(values: np.ndarray, age_s: np.ndarray, half_life_days: float) -> np.n
     return values * np.exp2(-np.maximum(age_s, 0.0) / (SECONDS_PER_DAY * half_life_days))
 
 
+def decayed_count(events_decayed, last_event_s, at_seconds, params: FeatureParams) -> np.ndarray:
+    """Stored decayed event counts (as of ``last_event_s``) read at ``at_seconds``."""
+    age = np.asarray(at_seconds, dtype=np.float64) - np.asarray(last_event_s, dtype=np.float64)
+    return _decay(np.asarray(events_decayed, dtype=np.float64), age, params.user_half_life_days)
+
+
 def read_users(rows: pd.DataFrame, at_seconds: float | np.ndarray, params: FeatureParams) -> pd.DataFrame:
     """Stored user rows as values at ``at_seconds``: the features a model sees."""
     age = np.asarray(at_seconds, dtype=np.float64) - rows["last_event_s"].to_numpy(dtype=np.float64)
@@ -161,7 +167,8 @@ def read_users(rows: pd.DataFrame, at_seconds: float | np.ndarray, params: Featu
             "interest": list(_decay(interest, age[:, None], params.user_half_life_days).astype(np.float32)),
             # Every category decays by the same factor, so the shares hold at any later time.
             "interest_share": list(rows["interest_share"]),
-            "events_decayed": _decay(rows["events_decayed"].to_numpy(np.float64), age, params.user_half_life_days),
+            "events_decayed": decayed_count(rows["events_decayed"].to_numpy(np.float64),
+                                            rows["last_event_s"].to_numpy(np.float64), at_seconds, params),
             "days_since_last_event": age / SECONDS_PER_DAY,
         }
     )

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.interest import SECONDS_PER_DAY, categories_of, category_weights, read_items, read_users
+from features.interest import SECONDS_PER_DAY, categories_of, category_weights, decayed_count, read_items
 from features.lm_profile import unit_profiles
 from flows.config import Params
 from models.baselines import EASE, DecayedItemKNN, DecayedPopularity, decay, minmax_rows
@@ -242,7 +242,8 @@ class Engine:
     def signals(self, hist: Interactions, stored: pd.DataFrame, now: float) -> Signals:
         """The candidate sources' scores and the user's state at ``now``, as training makes them."""
         m = self.settings.candidates.recent_items
-        users = read_users(_user_rows(stored), now, self.feature_params)
+        events = decayed_count(stored["events_decayed"].fillna(0.0).to_numpy(np.float64),
+                               stored["last_event_s"].fillna(0).to_numpy(np.float64), now, self.feature_params)
         profile = unit_profiles(stored, self.unit_vectors.shape[1])
         recent = latest_items(hist, m)
         recent_vectors = self.unit_vectors[np.maximum(recent[0], 0)] * (recent[0] >= 0)[:, None]
@@ -256,7 +257,7 @@ class Engine:
             lm_recent=cosines[1:].max(axis=0, keepdims=True),
             pop=self.pop.astype(np.float32),  # decaying it to ``now`` would not change its order
             user_share=_share(stored, len(self.categories)),
-            user_events=users["events_decayed"].to_numpy(np.float64),
+            user_events=events,
             user_last=np.array([hist.seconds.max()]),
             now=now,
         )
@@ -506,16 +507,6 @@ def _feature_params(params: Params):
     from features.store import feature_params
 
     return feature_params(params.features)
-
-
-def _user_rows(stored: pd.DataFrame) -> pd.DataFrame:
-    """Stored user rows in ``read_users``' shape (a user without state reads as zero)."""
-    rows = stored.copy()
-    rows["last_event_s"] = rows["last_event_s"].fillna(0)
-    rows["events_decayed"] = rows["events_decayed"].fillna(0.0)
-    rows["interest"] = [v if v is not None else np.zeros(0) for v in rows["interest"]]
-    rows["recent_event_s"] = [v if v is not None else [] for v in rows["recent_event_s"]]
-    return rows
 
 
 def _share(stored: pd.DataFrame, n: int) -> np.ndarray:
