@@ -147,6 +147,7 @@ def main() -> None:
         print(f"{'/recommend c=' + str(c):<22}{r['rps']:>10.1f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['errors']:>8}")
     print(f"{'/events c=8 (x' + str(batch) + ')':<22}{ev['rps']:>10.1f}{ev['p50_ms']:>10.2f}{ev['p99_ms']:>10.2f}{ev['errors']:>8}"
           f"   = {ev['rps'] * batch:,.0f} events/s; {logged:,} logged of {ev['requests'] * batch:,} sent")
+    plot(results, floor, ROOT / "reports" / "benchmarks" / f"serving_{args.dataset}.png")
     print(f"in-process Engine.recommend: p50 {floor['p50_ms']} ms, p99 {floor['p99_ms']} ms "
           f"(workers {params.serving.workers}, bento {summary['bento']})")
     print(json.dumps({
@@ -158,6 +159,28 @@ def main() -> None:
         "events_per_s": round(ev["rps"] * batch, 1), "events_logged": logged, "events_sent": ev["requests"] * batch,
         "inprocess_score_ms": floor["p50_ms"], "inprocess_score_p99_ms": floor["p99_ms"],
     }))
+
+
+def plot(results: dict, floor: dict, path: Path) -> None:
+    """Throughput and latency against connections, the in-process floor as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conns = list(results)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.bar([str(c) for c in conns], [results[c]["rps"] for c in conns], color="#4c72b0")
+    left.set(xlabel="connections", ylabel="requests/s", title="/recommend k=10 throughput")
+    right.plot([str(c) for c in conns], [results[c]["p50_ms"] for c in conns], "o-", label="p50")
+    right.plot([str(c) for c in conns], [results[c]["p99_ms"] for c in conns], "o-", label="p99")
+    right.axhline(floor["p50_ms"], color="grey", linestyle="--", label="in-process p50")
+    right.set(xlabel="connections", ylabel="ms", title="latency")
+    right.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
 
 
 def _free_port() -> int:

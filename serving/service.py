@@ -110,7 +110,7 @@ class Recommender:
     @app.get("/demo/users")
     def demo_users(self, n: int = 20) -> list[int]:
         """The most active users, for the demo page's picker."""
-        return self.engine.active_users(min(max(n, 1), 200))
+        return self.engine.active_users(min(max(n, 1), self.params.serving.max_k))
 
     @app.get("/", response_class=HTMLResponse)
     def demo(self) -> str:
