@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-1m")
     parser.add_argument("--seconds", type=int, default=15, help="per load level")
     parser.add_argument("--users", type=int, default=2000, help="distinct users the load draws from")
+    parser.add_argument("--workers", type=int, default=None, help="service processes (default: serving.workers)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
@@ -109,6 +110,8 @@ def main() -> None:
     from flows.steps import package_step
 
     params = load_params(ROOT / "params.yaml", dataset=args.dataset)
+    if args.workers:
+        params = params.model_copy(update={"serving": params.serving.model_copy(update={"workers": args.workers})})
     print(f"packaging the {args.dataset} champion ...", flush=True)
     summary = package_step(params)
     events = pd.read_parquet(params.serving.bundle_dir / "events.parquet", columns=["user_id", "item_id"])

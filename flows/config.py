@@ -248,7 +248,7 @@ class ServingConfig(_Strict):
     max_k: int = 100
     max_events: int = 1000  # per POST /events
     max_future_s: float = 300.0  # clock skew tolerated on event timestamps
-    workers: int = 1  # processes; they share live events through the log
+    workers: int = 2  # processes; they share live events through the log
     torch_threads: int = 1  # per process: requests already run side by side
 
 

@@ -121,10 +121,11 @@ class Engine:
 
         # Each user's events as item columns and seconds, time-ordered.
         order = np.lexsort((data.seconds, data.users))
+        items, seconds = data.items[order].astype(np.int64), data.seconds[order]
         bounds = np.searchsorted(data.users[order], np.arange(data.n_users + 1))
+        # Copies, not views: a view would keep the whole sorted array alive per user.
         self.histories: dict[int, tuple[np.ndarray, np.ndarray]] = {
-            int(u): (data.items[order][a:b].astype(np.int64), data.seconds[order][a:b])
-            for u, a, b in zip(data.user_ids, bounds[:-1], bounds[1:])
+            int(u): (items[a:b].copy(), seconds[a:b].copy()) for u, a, b in zip(data.user_ids, bounds[:-1], bounds[1:])
         }
         self.model = self._load_model(model_dir)
         # The online store already holds the logged events; memory gets them from the log.
