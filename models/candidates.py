@@ -63,7 +63,7 @@ def union(lists: list[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:
 def recall(candidates: np.ndarray, truth: sp.csr_matrix) -> float:
     """Mean over users with truth of the share of their truth inside their candidates."""
     truth = sp.csr_matrix(truth)
-    hits, totals = [], np.diff(truth.indptr)
+    hits = []
     for r in range(truth.shape[0]):
         wanted = truth.indices[truth.indptr[r] : truth.indptr[r + 1]]
         if len(wanted):
