@@ -113,6 +113,7 @@ class Engine:
         half_life = float(hp.get("half_life_days", self.feature_params.user_half_life_days))
         self.knn = DecayedItemKNN(k=self.settings.knn_k, half_life_days=half_life).fit(data)
         self._similar_to = self.knn.similarity_.tocsc()  # column j: the items that lead to j
+        self._similar_to.sort_indices()  # rows ascending in each column: searchable
         self.ease = (EASE(reg=float(hp["ease_reg"]), max_items=self.settings.ease_max_items).fit(data)
                      if bundle.kind == "scorer" else None)
         self.alpha = float(hp.get("alpha", 0.0))
@@ -294,6 +295,7 @@ class Engine:
 
     def _scorer(self, hist: Interactions, stored: pd.DataFrame, k: int, exclude: set[int], now: float) -> list[Recommendation]:
         items, source, scores = self.scored_candidates(hist, stored, now)
+        seen = np.unique(hist.items)
         out = []
         for j in np.argsort(-scores, kind="stable"):
             item = int(self.item_ids[items[j]])
@@ -301,7 +303,7 @@ class Engine:
                 continue
             name = SOURCES[source[j]]
             out.append(Recommendation(item, self.titles.get(item, str(item)), float(scores[j]), name,
-                                      self._reason(name, hist, items[j])))
+                                      self._reason(name, seen, items[j])))
             if len(out) == k:
                 break
         return out
@@ -309,17 +311,19 @@ class Engine:
     def _sequence(self, hist: Interactions, k: int, exclude: set[int]) -> list[Recommendation]:
         with self._lock:  # bind() points the shared model at this user's history
             scores = self.model.bind(hist).score(np.array([0]))[0].astype(np.float64)
-        scores[np.unique(hist.items)] = -np.inf
-        scores[self.columns(exclude)[self.columns(exclude) >= 0]] = -np.inf
+        seen = np.unique(hist.items)
+        scores[seen] = -np.inf
+        excluded = self.columns(exclude)
+        scores[excluded[excluded >= 0]] = -np.inf
         top = np.argsort(-scores, kind="stable")[:k]
         return [Recommendation(int(self.item_ids[c]), self.titles.get(int(self.item_ids[c]), ""), float(scores[c]),
-                               "sequence", self._reason("lm", hist, c)) for c in top if np.isfinite(scores[c])]
+                               "sequence", self._reason("lm", seen, c)) for c in top if np.isfinite(scores[c])]
 
-    def _reason(self, source: str, hist: Interactions, column: int) -> str:
-        """A short reason: the user's item that led to it, by CF similarity or by text."""
+    def _reason(self, source: str, seen: np.ndarray, column: int) -> str:
+        """A short reason: the user's item (of ``seen`` columns) that led to it, by CF
+        similarity or by text."""
         if source not in ("cf", "lm"):
             return REASONS[source]
-        seen = np.unique(hist.items)
         if source == "cf":
             strength = self.cf_links(seen, column)
         else:
@@ -331,8 +335,11 @@ class Engine:
         """Item-CF similarity of each of ``seen`` (item columns) to ``column``."""
         sim = self._similar_to
         start, end = sim.indptr[column], sim.indptr[column + 1]
-        lookup = dict(zip(sim.indices[start:end].tolist(), sim.data[start:end].tolist()))
-        return np.array([lookup.get(int(c), 0.0) for c in seen])
+        rows, values = sim.indices[start:end], sim.data[start:end]
+        if not len(rows):
+            return np.zeros(len(seen))
+        pos = np.minimum(np.searchsorted(rows, seen), len(rows) - 1)
+        return np.where(rows[pos] == seen, values[pos], 0.0)
 
     # ------------------------------------------------------------------ explain, similar
 
@@ -392,7 +399,7 @@ class Engine:
             if len(hit):
                 j = int(hit[0])
                 out.update(model_score=round(float(scores[j]), 4), rank=int((scores > scores[j]).sum()) + 1,
-                           source=SOURCES[source[j]], reason=self._reason(SOURCES[source[j]], hist, column))
+                           source=SOURCES[source[j]], reason=self._reason(SOURCES[source[j]], np.unique(hist.items), column))
             else:
                 out.update(model_score=None, rank=None, source=None, reason="not among the user's candidates")
         return out
