@@ -144,8 +144,13 @@ def scorer_params(hp: dict, base: ScorerParams) -> ScorerParams:
     return replace(base, **{k: hp[k] for k in keys if k in hp})
 
 
-def search(p: Phase, settings: TrainSettings) -> tuple[dict, float, list[dict]]:
-    """Optuna TPE over the space; each trial trains with early stopping on validation."""
+def search(p: Phase, settings: TrainSettings) -> tuple[dict, float, list[dict], float]:
+    """Optuna TPE over the space; each trial trains with early stopping on validation.
+
+    Returns:
+        ``(best hyperparameters with epochs, best validation NDCG@10, trial records, the
+        best trial's candidate recall on validation)``.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -167,6 +172,7 @@ def search(p: Phase, settings: TrainSettings) -> tuple[dict, float, list[dict]]:
         _, curve, stats = train(learn, scorer_params(hp, settings.scorer), monitor=lambda net: ndcg(net, rank, p.target))
         best = int(np.argmax(curve))
         record = {"trial": trial.number, **hp, "epochs": best + 1, "valid_ndcg_at_10": round(curve[best], 4),
+                  "candidate_recall": recall(rank.items, p.target.truth),
                   "curve": [round(c, 4) for c in curve], "seconds": round(time.perf_counter() - started, 1), **stats}
         trials.append(record)
         trial.set_user_attr("epochs", best + 1)
@@ -181,7 +187,7 @@ def search(p: Phase, settings: TrainSettings) -> tuple[dict, float, list[dict]]:
     )
     study.optimize(objective, n_trials=settings.trials, timeout=settings.timeout_s)
     best = study.best_trial
-    return {**best.params, "epochs": best.user_attrs["epochs"]}, best.value, trials
+    return {**best.params, "epochs": best.user_attrs["epochs"]}, best.value, trials, trials[best.number]["candidate_recall"]
 
 
 def p99_ms(net: ScorerNet, v: View, n: int, seed: int = 0) -> float:
@@ -203,20 +209,22 @@ def run(protocol: str, parts: dict[str, pd.DataFrame], items: pd.DataFrame, vect
     started = time.perf_counter()
     valid = phase(phases["valid"], items, vectors, features_cfg, settings)
     log.info("%s: validation histories ready in %.1fs; searching %d trial(s)", protocol, time.perf_counter() - started, settings.trials)
-    hp, valid_score, trials = search(valid, settings)
+    hp, valid_score, trials, valid_recall = search(valid, settings)
     test = phase(phases["test"], items, vectors, features_cfg, settings)
-    learn, _ = views(test, hp, settings)
+    learn, rank = views(test, hp, settings)
     net, _, stats = train(learn, scorer_params(hp, settings.scorer), epochs=hp["epochs"])
-    overall, segs, rank = measure_net(net, hp, test, items, segments, settings)
-    _, valid_rank = views(valid, hp, settings)
-    candidate_recall = {"valid": recall(valid_rank.items, valid.target.truth), "test": recall(rank.items, test.target.truth)}
+    overall, segs, rank = measure_net(net, hp, test, items, segments, settings, rank)
+    candidate_recall = {"valid": valid_recall, "test": recall(rank.items, test.target.truth)}
     log.info("%s scorer: test ndcg@10 %.4f (candidate recall %.3f)", protocol, overall["ndcg_at_10"], candidate_recall["test"])
     return Outcome(protocol, hp, valid_score, overall, segs, candidate_recall, trials, stats, net, len(test.target.rows), test)
 
 
-def measure_net(net: ScorerNet, hp: dict, p: Phase, items: pd.DataFrame, segments, settings: TrainSettings):
-    """Test metrics (at 10 and 20, with segments and the p99 scoring latency) of a trained net."""
-    _, rank = views(p, hp, settings)
+def measure_net(net: ScorerNet, hp: dict, p: Phase, items: pd.DataFrame, segments, settings: TrainSettings,
+                rank: View | None = None):
+    """Test metrics (at 10 and 20, with segments and the p99 scoring latency) of a trained net;
+    ``rank``: the phase's view under ``hp``, when the caller has it already."""
+    if rank is None:
+        _, rank = views(p, hp, settings)
     top = top_items(net, rank, 20)
     overall, segs = measure(top, p.target, context(p.target, items, segments), [10, 20], segments)
     overall["p99_score_ms"] = p99_ms(net, rank, settings.p99_users, settings.seed)
