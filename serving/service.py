@@ -60,11 +60,11 @@ class Recommender:
     model = bentoml.models.BentoModel(MANIFEST["model"])
 
     def __init__(self) -> None:
+        import torch
+
         from features.store import open_store
         from serving.engine import Engine, load_bundle
         from serving.event_log import EventLog
-
-        import torch
 
         bundle = load_bundle(bundle_dir())
         self.params = bundle.params
