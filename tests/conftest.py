@@ -151,6 +151,39 @@ def own_store(trained: Path, folder: Path, store: dict | None = None) -> Path:
     return path
 
 
+def wait_ready(url: str, process, log: Path, timeout_s: float, what: str) -> None:
+    """Poll ``url`` until it answers 200; fail with the end of ``log`` when ``process`` exits
+    or time runs out."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start: {log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+def stop(process, group: bool = False) -> None:
+    """SIGTERM to a process we started (its whole group with ``group``), SIGKILL after 30 s."""
+    import signal
+    import subprocess
+
+    send = (lambda sig: os.killpg(process.pid, sig)) if group else process.send_signal
+    send(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait()
+
+
 def free_port() -> int:
     import socket
 
@@ -165,8 +198,6 @@ def prefect_api(tmp_path_factory):
     (SQLite-backed servers lock under load); the process and the database go at the end."""
     import subprocess
     import sys
-    import time
-    import urllib.request
     import uuid
 
     import sqlalchemy
@@ -194,27 +225,12 @@ def prefect_api(tmp_path_factory):
     )
     url = f"http://127.0.0.1:{port}/api"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
+        wait_ready(f"{url}/health", server, home / "server.log", 120, "prefect server")
         updates = {PREFECT_API_URL: url, PREFECT_HOME: home, PREFECT_LOCAL_STORAGE_PATH: home / "storage"}
         with temporary_settings(updates=updates):
             yield {"url": url, "home": home, "database": database, "env": env, "pid": server.pid}
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
         log.close()
         with admin.connect() as connection:
             connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))

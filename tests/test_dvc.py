@@ -23,8 +23,8 @@ def data_outs(lock: dict) -> dict[str, str]:
     return {o["path"]: o["md5"] for name in DATA_STAGES for o in lock["stages"][name].get("outs", [])}
 
 
-@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the project's git history to clone")
-def test_repro_on_a_clean_clone_matches_the_committed_lock(tmp_path):
+def clean_clone(tmp_path: Path) -> tuple[Path, dict[str, str], list[str]]:
+    """A clone of the committed project, the environment its stages run in, and the dvc command."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
     env = {
@@ -33,9 +33,17 @@ def test_repro_on_a_clean_clone_matches_the_committed_lock(tmp_path):
         "PYTHONPATH": str(clone),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
+        # Experiments commit to hidden refs.
+        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@localhost",
+        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@localhost",
     }
     env.pop("DECAYREC_DATA_MIRROR", None)
-    dvc = [sys.executable, "-m", "dvc"]
+    return clone, env, [sys.executable, "-m", "dvc"]
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the project's git history to clone")
+def test_repro_on_a_clean_clone_matches_the_committed_lock(tmp_path):
+    clone, env, dvc = clean_clone(tmp_path)
 
     first = subprocess.run([*dvc, "repro", "split", "features"], cwd=clone, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -56,18 +64,7 @@ def test_an_experiment_with_a_changed_param_runs_and_is_recorded(tmp_path):
     """`dvc exp run -S` reruns the stages the parameter reaches, with the new value."""
     import json
 
-    clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(clone),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@localhost",
-        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@localhost",
-    }
-    env.pop("DECAYREC_DATA_MIRROR", None)
-    dvc = [sys.executable, "-m", "dvc"]
+    clone, env, dvc = clean_clone(tmp_path)
     run = subprocess.run([*dvc, "exp", "run", "--name", "half", "-S", "split.p1_fractions=[0.5,0.25,0.25]", "split"],
                          cwd=clone, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import BUNDLED, ROOT, free_port, small_csv, write_params
+from conftest import BUNDLED, ROOT, free_port, small_csv, stop, write_params
 
 STEPS = ["ingest", "validate", "split", "features", "embed", "profiles", "train", "package"]
 
@@ -170,7 +170,6 @@ def test_a_data_error_is_not_retried():
 def test_schedule_creates_a_cron_deployment_whose_triggered_run_completes(prefect_api, tmp_path):
     """`decayrec schedule` on the real server: the deployment exists with its cron, a run
     triggered now completes, and the serve process is stopped by its id."""
-    import os
     import subprocess
     import sys
     import time
@@ -203,12 +202,7 @@ def test_schedule_creates_a_cron_deployment_whose_triggered_run_completes(prefec
         assert run.state.is_completed(), (run.state.message, (tmp_path / "serve.log").read_text()[-3000:])
         assert (tmp_path / "out" / "registry" / "champion.json").exists()
     finally:
-        os.kill(serve.pid, 15)
-        try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            serve.wait()
+        stop(serve)
         log.close()
 
 

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, stop, wait_ready
 
 
 def call(base: str, path: str, body=None) -> tuple[int, dict | list | str]:
@@ -55,26 +54,11 @@ def served(trained, tmp_path_factory):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/readyz", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"bento did not start: {(folder / 'serve.log').read_text()[-3000:]}")
-            time.sleep(1)
+        wait_ready(base + "/readyz", server, folder / "serve.log", 180, "bento")
         yield {"base": base, "bento": bentoml.bentos.get(summary["bento"]), "summary": summary, "folder": folder,
                "params": params}
     finally:
-        os.killpg(server.pid, 15)  # the server and the workers it started
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, 9)
-            server.wait()
+        stop(server, group=True)  # the server and the workers it started
         log.close()
 
 
