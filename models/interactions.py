@@ -77,14 +77,15 @@ class Interactions:
 
     def rows_of(self, user_ids: np.ndarray) -> np.ndarray:
         """Row of each user id; -1 for users absent from the fitting data."""
-        return _positions(self.user_ids, user_ids)
+        return positions(self.user_ids, user_ids)
 
     def columns_of(self, item_ids: np.ndarray) -> np.ndarray:
         """Column of each item id; -1 for items absent from the fitting data."""
-        return _positions(self.item_ids, item_ids)
+        return positions(self.item_ids, item_ids)
 
 
-def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+def positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Index of each of ``ids`` in ``sorted_ids``; -1 where absent."""
     ids = np.asarray(ids)
     pos = np.searchsorted(sorted_ids, ids)
     pos = np.clip(pos, 0, max(len(sorted_ids) - 1, 0))

@@ -27,7 +27,7 @@ from features.lm_profile import unit_profiles
 from flows.config import Params
 from models.baselines import EASE, DecayedItemKNN, DecayedPopularity, decay, minmax_rows
 from models.candidates import SOURCES
-from models.interactions import Interactions
+from models.interactions import Interactions, positions
 from models.lm_score import ItemVectors, neighbours, normalise
 from models.ranking_data import Signals, candidates, latest_items
 from serving.event_log import EventLog
@@ -97,7 +97,6 @@ class Engine:
         base = bundle.events
         data = Interactions.from_events(base)
         self.item_ids = data.item_ids  # the catalogue the models score
-        self._column = {int(i): c for c, i in enumerate(self.item_ids)}
         catalogue = bundle.items.set_index("item_id")
         self.titles = {int(i): str(t) for i, t in catalogue["title"].items()}
         self.known_items = set(self.titles)
@@ -176,7 +175,8 @@ class Engine:
     # ------------------------------------------------------------------ state
 
     def columns(self, item_ids) -> np.ndarray:
-        return np.array([self._column.get(int(i), -1) for i in item_ids], dtype=np.int64)
+        """Catalogue column of each item id; -1 for items the models do not score."""
+        return positions(self.item_ids, np.asarray(list(item_ids), dtype=np.int64))
 
     def history(self, user_id: int) -> Interactions | None:
         """The user's events over the catalogue's columns, as a one-user ``Interactions``."""
@@ -346,7 +346,7 @@ class Engine:
     def explain(self, user_id: int, item_id: int, top: int = 5) -> dict:
         """Why ``item_id`` for ``user_id``: decayed interest topics (lately and fading), the
         recent items behind it with their decay weights and similarities, and the scores."""
-        column = self._column.get(int(item_id), -1)
+        column = int(self.columns([item_id])[0])
         if int(item_id) not in self.known_items:
             raise UnknownItem(item_id)
         self.catch_up()
@@ -416,7 +416,7 @@ class Engine:
             raise UnknownItem(item_id)
         entry = lambda i, s: {"item_id": int(i), "title": self.titles.get(int(i), ""), "similarity": round(float(s), 4)}  # noqa: E731
         lm = [entry(i, s) for i, s in neighbours(self.vectors, int(item_id), k)] if self._item_vector(item_id) is not None else []
-        column = self._column.get(int(item_id), -1)
+        column = int(self.columns([item_id])[0])
         cf = []
         if column >= 0:
             # The items most similar to this one: its column, as the similarity is symmetric
