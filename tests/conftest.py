@@ -118,12 +118,18 @@ def write_params(folder: Path, csv: dict[str, Path], store: dict | None = None) 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> Path:
     """params.yaml of a small run taken through every step up to a promoted champion (no
-    Prefect: the steps themselves); the serving tests package it their own way."""
+    Prefect: the steps themselves); the serving tests package it their own way. The sequence
+    model is off, so the champion is always the scorer, whose serving features are tested."""
+    import yaml
+
     from flows.config import load_params
     from flows.pipeline import run_all
 
     folder = tmp_path_factory.mktemp("trained")
     path = write_params(folder, small_csv(folder / "raw"))
+    raw = yaml.safe_load(path.read_text())
+    raw["train"]["sequence"]["enabled"] = False
+    path.write_text(yaml.safe_dump(raw))
     names = ["ingest", "validate", "split", "features", "embed", "profiles", "train"]
     results, _ = run_all(load_params(path), names)
     assert results["train"]["promoted"], results["train"]["reasons"]
