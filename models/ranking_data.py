@@ -168,7 +168,9 @@ def _chunk(h: History, rows: np.ndarray, cf, ease, pop, alpha: float, cfg: Candi
         cf=minmax_rows(cf.score(rows)),
         ease=minmax_rows(ease.score(rows)),
         lm=h.profiles[rows] @ h.item_vectors.T,
-        lm_recent=np.einsum("rmd,nd->rmn", recent_vectors, h.item_vectors).max(axis=1),
+        # One BLAS product over (rows x recent) vectors: einsum would not use BLAS here (5x slower).
+        lm_recent=(recent_vectors.reshape(-1, recent_vectors.shape[-1]) @ h.item_vectors.T)
+        .reshape(len(rows), -1, len(h.item_vectors)).max(axis=1),
         pop=pop.score(rows[:1])[0],
         user_share=h.user_share[rows],
         user_events=h.user_events[rows],

@@ -25,6 +25,7 @@ from models.baselines import (
     latest_decay_matrix,
     make,
     minmax_rows,
+    similarity_of,
     spd_inverse,
     user_half_lives,
 )
@@ -557,3 +558,42 @@ def test_learned_models_are_deterministic(model) -> None:
     data = random_interactions(seed=8)
     first = model(half_life_days="learned").fit(data).score(all_rows(data))
     np.testing.assert_array_equal(first, model(half_life_days="learned").fit(data).score(all_rows(data)))
+
+
+def test_refits_on_the_same_events_reuse_the_similarity_and_score_as_fresh_fits() -> None:
+    data = random_interactions(seed=3)
+    first = DecayedItemKNN(k=5, half_life_days=7.0).fit(data)
+    second = DecayedItemKNN(k=5, half_life_days=90.0).fit(data)
+    assert second.similarity_ is first.similarity_
+    other_k = DecayedItemKNN(k=3, half_life_days=90.0).fit(data)
+    assert other_k.similarity_ is not first.similarity_
+    baselines._similarities.clear()
+    fresh = DecayedItemKNN(k=5, half_life_days=90.0).fit(data)
+    assert fresh.similarity_ is not first.similarity_
+    np.testing.assert_array_equal(second.score(all_rows(data)), fresh.score(all_rows(data)))
+    sar = [SAR(half_life_days=h).fit(data) for h in (7.0, 30.0)]
+    assert sar[1].similarity_ is sar[0].similarity_
+    assert SAR(similarity="lift").fit(data).similarity_ is not sar[0].similarity_
+
+
+def test_a_similarity_is_recomputed_for_other_events_and_dropped_with_them() -> None:
+    calls = []
+    data, copy = random_interactions(seed=4), random_interactions(seed=4)
+    compute = lambda: calls.append(1) or np.ones(3, np.float32)  # noqa: E731
+    similarity_of(data, ("test",), compute)
+    similarity_of(data, ("test",), compute)
+    similarity_of(copy, ("test",), compute)  # equal events, another object: no identity, no reuse
+    assert len(calls) == 2
+    before = len(baselines._similarities)
+    del copy
+    assert len(baselines._similarities) == before - 1
+
+
+def test_the_similarity_cache_keeps_to_its_byte_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(baselines, "_CACHE_BYTES", 100)
+    baselines._similarities.clear()
+    kept = [random_interactions(seed=s) for s in range(3)]
+    for data in kept:
+        similarity_of(data, ("test",), lambda: np.zeros(20, np.float32))  # 80 bytes each
+    assert len(baselines._similarities) == 1
+    assert similarity_of(kept[-1], ("test",), lambda: pytest.fail("recomputed")) is not None
