@@ -250,6 +250,7 @@ class ServingConfig(_Strict):
     max_future_s: float = 300.0  # clock skew tolerated on event timestamps
     workers: int = 2  # processes; they share live events through the log
     torch_threads: int = 1  # per process: requests already run side by side
+    max_batch: int = Field(32, ge=1)  # /recommend requests scored together at most (only those already waiting)
 
 
 def train_protocols(params: "Params") -> list[str]:

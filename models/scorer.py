@@ -174,17 +174,29 @@ def train(
 
 
 def _loss(net: ScorerNet, v: View, idx: np.ndarray, positive: np.ndarray, k: int, rng) -> tuple[torch.Tensor, int]:
-    """Sampled softmax: each positive against ``k`` of its user's other candidates."""
-    logits = net(*_batch(v, idx))
-    candidates = (v.items[idx] >= 0) & ~positive
+    """Sampled softmax: each positive against ``k`` of its user's other candidates.
+
+    Only those columns go through the net: a user has hundreds of candidates, the loss
+    reads one or a few positives and ``k`` negatives (ten times less work per step)."""
+    items = v.items[idx]
+    candidates = (items >= 0) & ~positive
     # Random keys, -inf where not a negative: the top k keys are a uniform sample.
     keys = np.where(candidates, rng.random(candidates.shape), -np.inf)
     k = min(k, keys.shape[1])
     negatives = np.argpartition(-keys, k - 1, axis=1)[:, :k]
     usable = torch.from_numpy(np.take_along_axis(candidates, negatives, axis=1))
-    negative_logits = torch.gather(logits, 1, torch.from_numpy(negatives)).masked_fill(~usable, float("-inf"))
     rows, cols = np.nonzero(positive)
-    positive_logits = logits[torch.from_numpy(rows), torch.from_numpy(cols)]
+    h = v.history
+    projected = net.proj(torch.from_numpy(h.item_vectors))  # once per step, shared by both calls
+    profiles = torch.from_numpy(h.profiles[v.rows[idx]])
+    negative_logits = net.score_projected(
+        torch.from_numpy(v.features[idx[:, None], negatives]), profiles,
+        torch.from_numpy(np.take_along_axis(items, negatives, axis=1)), projected,
+    ).masked_fill(~usable, float("-inf"))
+    positive_logits = net.score_projected(
+        torch.from_numpy(v.features[idx[rows], cols][:, None]), profiles[torch.from_numpy(rows)],
+        torch.from_numpy(items[rows, cols][:, None]), projected,
+    )[:, 0]
     everything = torch.cat([positive_logits[:, None], negative_logits[torch.from_numpy(rows)]], dim=1)
     return (torch.logsumexp(everything, dim=1) - positive_logits).mean(), len(rows)
 

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,16 @@ class Recommendation:
     reason: str
 
 
+@dataclass(frozen=True)
+class Ask:
+    """One recommendation request."""
+
+    user_id: int
+    k: int
+    exclude: frozenset[int] = frozenset()
+    at: datetime | None = None  # None: as of the latest event
+
+
 @dataclass
 class Answer:
     user_id: int
@@ -68,6 +79,7 @@ class Answer:
     degraded: bool = False  # the online store could not be read
     model: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    batch: int = 1  # requests scored together with this one
 
 
 @dataclass
@@ -179,21 +191,36 @@ class Engine:
         return positions(self.item_ids, np.asarray(list(item_ids), dtype=np.int64))
 
     def history(self, user_id: int) -> Interactions | None:
-        """The user's events over the catalogue's columns, as a one-user ``Interactions``."""
+        """The user's events over the catalogue's columns, as a one-user ``Interactions``;
+        None for a user with no events."""
+        return self.histories_of([user_id]) if self.has_history(user_id) else None
+
+    def has_history(self, user_id: int) -> bool:
         found = self.histories.get(int(user_id))
-        if found is None or not len(found[0]):
-            return None
-        cols, seconds = found
+        return found is not None and len(found[0]) > 0
+
+    def histories_of(self, user_ids: list[int]) -> Interactions:
+        """Users with events, row ``r`` being ``user_ids[r]``, as one ``Interactions``. Its
+        ``now`` is the latest event of all, as in the histories training reads."""
+        found = [self.histories[int(u)] for u in user_ids]
+        lengths = [len(cols) for cols, _ in found]
         return Interactions(
-            user_ids=np.array([user_id]), item_ids=self.item_ids, users=np.zeros(len(cols), np.int32),
-            items=cols.astype(np.int32), seconds=seconds, values=np.ones(len(cols), np.float32), now=float(seconds.max()),
+            user_ids=np.asarray(user_ids, dtype=np.int64), item_ids=self.item_ids,
+            users=np.repeat(np.arange(len(found), dtype=np.int32), lengths),
+            items=np.concatenate([cols for cols, _ in found]).astype(np.int32),
+            seconds=np.concatenate([seconds for _, seconds in found]),
+            values=np.ones(sum(lengths), np.float32), now=self.now,
         )
 
     def online_user(self, user_id: int) -> pd.DataFrame:
         """The user's stored interest and LM profile (one row; nulls where none)."""
+        return self.online_users([user_id])
+
+    def online_users(self, user_ids: list[int]) -> pd.DataFrame:
+        """Stored interest and LM profile of each user, in the order given, in one read."""
         from features.store import LM_FEATURES, USER_FEATURES
 
-        rows = [{"user_id": int(user_id)}]
+        rows = [{"user_id": int(u)} for u in user_ids]
         return self.store.get_online_features(features=USER_FEATURES + LM_FEATURES, entity_rows=rows).to_df()
 
     def popular(self, k: int, exclude: set[int]) -> list[Recommendation]:
@@ -209,58 +236,82 @@ class Engine:
 
     # ------------------------------------------------------------------ recommend
 
-    def recommend(self, user_id: int, k: int, exclude: list[int] | None = None, at=None) -> Answer:
+    def recommend(self, user_id: int, k: int, exclude: list[int] | None = None, at: datetime | None = None) -> Answer:
         """The user's top ``k`` (minus ``exclude``), as of ``at`` (default: the latest event)."""
+        answer = self.recommend_many([Ask(int(user_id), k, frozenset(int(i) for i in exclude or ()), at)])[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def recommend_many(self, asks: list[Ask]) -> list[Answer | Exception]:
+        """An answer per request, or the ``BadRequest`` that request alone gets.
+
+        Users with events are scored together, one group per moment ``at``: one online read,
+        one pass over the catalogue's vectors and one scorer call for the whole group."""
+        from serving.schemas import BadRequest
+
         started = time.perf_counter()
         self.catch_up()
-        now = self.now if at is None else at.timestamp()
-        if now < self.now:
-            from serving.schemas import BadRequest
+        out: list[Answer | Exception | None] = [None] * len(asks)
+        groups: dict[float, list[int]] = {}
+        for i, ask in enumerate(asks):
+            now = self.now if ask.at is None else ask.at.timestamp()
+            if now < self.now:
+                out[i] = BadRequest(f"context.at {ask.at.isoformat()} is before the latest known event "
+                                    f"{pd.Timestamp(self.now, unit='s', tz='UTC').isoformat()}")
+            elif not self.has_history(ask.user_id):
+                out[i] = Answer(ask.user_id, self.popular(ask.k, ask.exclude), fallback=True, model=self.bundle.model,
+                                timings_ms=_since(started))
+            else:
+                groups.setdefault(now, []).append(i)
+        for now, members in groups.items():
+            group = [asks[i] for i in members]
+            users = [ask.user_id for ask in group]
+            try:
+                stored = self.online_users(users)
+            except Exception as error:  # noqa: BLE001 - a store outage must not fail a request
+                log.warning("online store unreadable (%s): decayed popularity for %d user(s)", error, len(users))
+                for i, ask in zip(members, group):
+                    out[i] = Answer(ask.user_id, self.popular(ask.k, ask.exclude | self._seen(ask.user_id)), fallback=True,
+                                    degraded=True, model=self.bundle.model, timings_ms=_since(started), batch=len(members))
+                continue
+            read = time.perf_counter()
+            hist = self.histories_of(users)
+            lists = self._sequence(hist, group) if self.bundle.kind == "sequence" else self._scorer(hist, stored, group, now)
+            timings = {"online_read": round((read - started) * 1000, 2), **_since(read, "score")}
+            for i, ask, items in zip(members, group, lists):
+                out[i] = Answer(ask.user_id, items, model=self.bundle.model, timings_ms=timings, batch=len(members))
+        return out
 
-            raise BadRequest(f"context.at {at.isoformat()} is before the latest known event "
-                             f"{pd.Timestamp(self.now, unit='s', tz='UTC').isoformat()}")
-        exclude_set = {int(i) for i in exclude or []}
-        hist = self.history(user_id)
-        try:
-            stored = self.online_user(user_id) if hist is not None else None
-        except Exception as error:  # noqa: BLE001 - a store outage must not fail a request
-            log.warning("online store unreadable (%s): decayed popularity for user %s", error, user_id)
-            return Answer(user_id, self.popular(k, exclude_set | self._seen(hist)), fallback=True, degraded=True,
-                          model=self.bundle.model, timings_ms=_since(started))
-        if hist is None:
-            return Answer(user_id, self.popular(k, exclude_set), fallback=True, model=self.bundle.model,
-                          timings_ms=_since(started))
-        read = time.perf_counter()
-        if self.bundle.kind == "sequence":
-            items = self._sequence(hist, k, exclude_set)
-        else:
-            items = self._scorer(hist, stored, k, exclude_set, now)
-        return Answer(user_id, items, model=self.bundle.model,
-                      timings_ms={"online_read": round((read - started) * 1000, 2), **_since(read, "score")})
-
-    def _seen(self, hist: Interactions | None) -> set[int]:
-        return set() if hist is None else {int(i) for i in self.item_ids[np.unique(hist.items)]}
+    def _seen(self, user_id: int) -> set[int]:
+        found = self.histories.get(int(user_id))
+        return set() if found is None else {int(i) for i in self.item_ids[np.unique(found[0])]}
 
     def signals(self, hist: Interactions, stored: pd.DataFrame, now: float) -> Signals:
-        """The candidate sources' scores and the user's state at ``now``, as training makes them."""
+        """The candidate sources' scores and the users' state at ``now``, as training makes
+        them: row ``r`` is ``hist``'s user ``r``, whose stored state is ``stored``'s row ``r``."""
         m = self.settings.candidates.recent_items
         events = decayed_count(stored["events_decayed"].fillna(0.0).to_numpy(np.float64),
                                stored["last_event_s"].fillna(0).to_numpy(np.float64), now, self.feature_params)
         profile = unit_profiles(stored, self.unit_vectors.shape[1])
         recent = latest_items(hist, m)
-        recent_vectors = self.unit_vectors[np.maximum(recent[0], 0)] * (recent[0] >= 0)[:, None]
-        # One pass over the catalogue's vectors for the profile and the recent items.
-        cosines = np.vstack([profile, recent_vectors]) @ self._unit_vectors_t
+        recent_vectors = self.unit_vectors[np.maximum(recent, 0)] * (recent >= 0)[..., None]
+        # One pass over the catalogue's vectors for every profile and recent item: it is
+        # memory-bound, so a batch of users costs little more than one.
+        rows = len(profile)
+        cosines = np.vstack([profile, recent_vectors.reshape(-1, profile.shape[1])]) @ self._unit_vectors_t
+        last = np.full(rows, -np.inf)
+        np.maximum.at(last, hist.users, hist.seconds)
         return Signals(
             seen=hist.matrix(),
             cf=minmax_rows(self.knn.score_histories(hist)),
             ease=minmax_rows(self.ease.score_histories(hist)),
-            lm=cosines[:1],
-            lm_recent=cosines[1:].max(axis=0, keepdims=True),
+            lm=cosines[:rows],
+            lm_recent=cosines[rows:].reshape(rows, m, -1).max(axis=1),
             pop=self.pop.astype(np.float32),  # decaying it to ``now`` would not change its order
             user_share=_share(stored, len(self.categories)),
             user_events=events,
-            user_last=np.array([hist.seconds.max()]),
+            user_last=last,
             now=now,
         )
 
@@ -281,7 +332,8 @@ class Engine:
         return short, long
 
     def scored_candidates(self, hist: Interactions, stored: pd.DataFrame, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(item columns, sources, scores)`` of the user's candidates, padding dropped."""
+        """``(item columns, sources, scores)``, each ``(users, width)``: every user's
+        candidates, padding marked by column -1 and score -inf."""
         signals = self.signals(hist, stored, now)
         short, long = self.item_features(now)
         items, source, features = candidates(signals, self.item_share, short, long, self.alpha, self.settings.candidates)
@@ -290,25 +342,34 @@ class Engine:
             scores = self.model.score_projected(
                 torch.from_numpy(features), torch.from_numpy(unit_profiles(stored, self.unit_vectors.shape[1])),
                 torch.from_numpy(items), self._projected).numpy()
-        keep = items[0] >= 0
-        return items[0][keep], source[0][keep], scores[0][keep]
+        scores[items < 0] = -np.inf
+        return items, source, scores
 
-    def _scorer(self, hist: Interactions, stored: pd.DataFrame, k: int, exclude: set[int], now: float) -> list[Recommendation]:
+    def _scorer(self, hist: Interactions, stored: pd.DataFrame, asks: list[Ask], now: float) -> list[list[Recommendation]]:
         items, source, scores = self.scored_candidates(hist, stored, now)
-        seen = np.unique(hist.items)
-        out = []
-        for j in np.argsort(-scores, kind="stable"):
-            item = int(self.item_ids[items[j]])
-            if item in exclude:
-                continue
-            name = SOURCES[source[j]]
-            out.append(Recommendation(item, self.titles.get(item, str(item)), float(scores[j]), name,
-                                      self._reason(name, seen, items[j])))
-            if len(out) == k:
-                break
-        return out
+        bounds = np.searchsorted(hist.users, np.arange(len(asks) + 1))
+        lists = []
+        for r, ask in enumerate(asks):
+            seen = np.unique(hist.items[bounds[r] : bounds[r + 1]])
+            out = []
+            for j in np.argsort(-scores[r], kind="stable"):
+                if items[r, j] < 0:  # padding, sorted last
+                    break
+                item = int(self.item_ids[items[r, j]])
+                if item in ask.exclude:
+                    continue
+                name = SOURCES[source[r, j]]
+                out.append(Recommendation(item, self.titles.get(item, str(item)), float(scores[r, j]), name,
+                                          self._reason(name, seen, items[r, j])))
+                if len(out) == ask.k:
+                    break
+            lists.append(out)
+        return lists
 
-    def _sequence(self, hist: Interactions, k: int, exclude: set[int]) -> list[Recommendation]:
+    def _sequence(self, hist: Interactions, asks: list[Ask]) -> list[list[Recommendation]]:
+        return [self._sequence_one(self.history(ask.user_id), ask.k, ask.exclude) for ask in asks]
+
+    def _sequence_one(self, hist: Interactions, k: int, exclude: frozenset[int]) -> list[Recommendation]:
         with self._lock:  # bind() points the shared model at this user's history
             scores = self.model.bind(hist).score(np.array([0]))[0].astype(np.float64)
         seen = np.unique(hist.items)
@@ -394,7 +455,7 @@ class Engine:
             "half_life_days": half_life,
         }
         if self.bundle.kind == "scorer" and column >= 0:
-            items, source, scores = self.scored_candidates(hist, stored, self.now)
+            items, source, scores = (a[0] for a in self.scored_candidates(hist, stored, self.now))
             hit = np.flatnonzero(items == column)
             if len(hit):
                 j = int(hit[0])

@@ -87,6 +87,32 @@ def test_training_is_repeatable_and_survives_a_round_trip_through_safetensors(te
         from_files(files["weights.safetensors"], tampered)
 
 
+def test_the_loss_scores_only_the_sampled_columns_and_equals_the_full_forward_one(test_phase):
+    """Training sends a user's positives and sampled negatives through the net, not every
+    candidate: the loss is the sampled softmax over the full forward pass's logits."""
+    from models.scorer import ScorerNet, _batch, _loss
+
+    (v, positive), = views(test_phase, HP, SETTINGS)[0]
+    idx = np.flatnonzero(positive.any(axis=1))[:20]
+    net = ScorerNet(len(FEATURES), v.history.item_vectors.shape[1], 16, 4, 0.3).eval()  # no dropout
+    loss, count = _loss(net, v, idx, positive[idx], 5, np.random.default_rng(3))
+    # The same negatives (same generator), read from the logits of every candidate.
+    rng = np.random.default_rng(3)
+    candidates = (v.items[idx] >= 0) & ~positive[idx]
+    keys = np.where(candidates, rng.random(candidates.shape), -np.inf)
+    negatives = np.argpartition(-keys, 4, axis=1)[:, :5]
+    with torch.no_grad():
+        logits = net(*_batch(v, idx)).numpy().astype(np.float64)
+    rows, cols = np.nonzero(positive[idx])
+    expected = []
+    for r, c in zip(rows, cols):
+        mine = negatives[r][candidates[r, negatives[r]]]
+        everything = np.r_[logits[r, c], logits[r, mine]]
+        expected.append(np.log(np.exp(everything).sum()) - logits[r, c])
+    assert count == len(rows) > 0
+    assert float(loss) == pytest.approx(float(np.mean(expected)), rel=1e-5)
+
+
 def test_the_trained_scorer_beats_popularity_on_drifting_users(test_phase):
     learn, rank = views(test_phase, HP, SETTINGS)
     net, _, _ = train(learn, SETTINGS.scorer, epochs=4)

@@ -102,6 +102,18 @@ def test_bad_requests_get_their_4xx_over_http(served):
     assert call(base, "/similar", {"item_id": -1, "k": 3})[0] == 404
 
 
+def test_concurrent_recommendations_are_batched_and_answered_as_one_by_one(served):
+    base = served["base"]
+    users = list(range(2, 10))
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        replies = list(pool.map(lambda u: call(base, "/recommend", {"user_id": u, "k": 10}), users * 6))
+    assert all(status == 200 for status, _ in replies), replies
+    assert max(body["batch"] for _, body in replies) > 1  # requests waited together somewhere
+    alone = {u: [r["item_id"] for r in call(base, "/recommend", {"user_id": u, "k": 10})[1]["items"]] for u in users}
+    for u, (_, body) in zip(users * 6, replies):
+        assert [r["item_id"] for r in body["items"]] == alone[u]
+
+
 def test_events_posted_concurrently_are_all_kept_and_seen(served):
     base = served["base"]
     now = call(base, "/version")[1]["now"]

@@ -35,7 +35,8 @@ def engine(trained, tmp_path_factory):
 
 def test_serving_features_equal_the_training_features_for_the_same_history(engine, trained):
     """The champion sees in serving exactly what it saw in training: same candidates, same
-    features (training reads Feast point in time, serving reads the online store)."""
+    features (training reads Feast point in time, serving reads the online store), for
+    users scored one at a time and together in one batch."""
     from flows.config import load_params
     from models.baselines import EASE, DecayedItemKNN, DecayedPopularity
     from models.ranking_data import history, view
@@ -50,16 +51,18 @@ def test_serving_features_equal_the_training_features_for_the_same_history(engin
     v = view(h, rows, DecayedItemKNN(k=settings.knn_k, half_life_days=hp["half_life_days"]).fit(h.data),
              EASE(reg=hp["ease_reg"], max_items=settings.ease_max_items).fit(h.data), DecayedPopularity(half_life_days=settings.pop_half_life_days).fit(h.data),
              hp["alpha"], settings.candidates)
-    for r, row in enumerate(rows):
-        user = int(h.data.user_ids[row])
-        hist, stored = engine.history(user), engine.online_user(user)
-        signals = engine.signals(hist, stored, engine.now)
-        from models.ranking_data import candidates
+    from models.ranking_data import candidates
 
-        short, long = engine.item_features(engine.now)
-        items_, _, features = candidates(signals, engine.item_share, short, long, engine.alpha, settings.candidates)
-        assert np.array_equal(items_[0], v.items[r]), f"user {user}: candidates differ"
-        np.testing.assert_allclose(features[0], v.features[r], rtol=1e-4, atol=1e-5, err_msg=f"user {user}")
+    short, long = engine.item_features(engine.now)
+    users = [int(u) for u in h.data.user_ids[rows]]
+    one_by_one = [candidates(engine.signals(engine.history(u), engine.online_user(u), engine.now), engine.item_share,
+                             short, long, engine.alpha, settings.candidates) for u in users]
+    together = candidates(engine.signals(engine.histories_of(users), engine.online_users(users), engine.now),
+                          engine.item_share, short, long, engine.alpha, settings.candidates)
+    for r, user in enumerate(users):
+        for items_, features in ((one_by_one[r][0][0], one_by_one[r][2][0]), (together[0][r], together[2][r])):
+            assert np.array_equal(items_, v.items[r]), f"user {user}: candidates differ"
+            np.testing.assert_allclose(features, v.features[r], rtol=1e-4, atol=1e-5, err_msg=f"user {user}")
 
 
 def test_a_known_user_gets_k_unseen_items_with_reasons(engine):
@@ -74,6 +77,30 @@ def test_a_known_user_gets_k_unseen_items_with_reasons(engine):
     assert scores == sorted(scores, reverse=True)
     excluded = engine.recommend(user, 10, exclude=ids[:3])
     assert not set(ids[:3]) & {r.item_id for r in excluded.items}
+
+
+def test_a_batch_answers_each_request_as_it_would_be_answered_alone(engine):
+    """Known users (one twice, with other k and exclude), an unknown user, and a request
+    dated before the latest event: each gets its own answer, or its own error."""
+    from serving.engine import Ask
+    from serving.schemas import BadRequest
+
+    users = [int(u) for u in engine.bundle.events["user_id"].drop_duplicates().iloc[:4]]
+    alone = engine.recommend(users[0], 10)
+    asks = [Ask(u, 10) for u in users] + [
+        Ask(users[0], 3, frozenset(r.item_id for r in alone.items[:2])),
+        Ask(10**9, 4),
+        Ask(users[1], 5, at=pd.Timestamp(engine.now - 86_400, unit="s", tz="UTC").to_pydatetime()),
+    ]
+    answers = engine.recommend_many(asks)
+    for ask, answer in zip(asks[:4], answers[:4]):
+        single = engine.recommend(ask.user_id, 10)
+        assert [(r.item_id, r.source, r.reason) for r in answer.items] == [(r.item_id, r.source, r.reason) for r in single.items]
+        np.testing.assert_allclose([r.score for r in answer.items], [r.score for r in single.items], rtol=1e-5, atol=1e-6)
+        assert answer.batch == 5 and not answer.fallback
+    assert [r.item_id for r in answers[4].items] == [r.item_id for r in alone.items[2:5]]
+    assert answers[5].fallback and len(answers[5].items) == 4
+    assert isinstance(answers[6], BadRequest) and "before the latest known event" in str(answers[6])
 
 
 def test_an_unknown_user_gets_decayed_popularity_marked_fallback(engine):
@@ -161,6 +188,11 @@ def test_an_unreachable_redis_degrades_to_popularity_with_a_flag(trained, tmp_pa
         assert answer.fallback and answer.degraded and len(answer.items) == 5
         seen = set(engine.bundle.events.loc[engine.bundle.events["user_id"] == user, "item_id"])
         assert not seen & {r.item_id for r in answer.items}
+        from serving.engine import Ask
+
+        other = int(healthy.bundle.events["user_id"].iloc[-1])
+        batch = engine.recommend_many([Ask(user, 5), Ask(other, 5)])
+        assert all(a.fallback and a.degraded and len(a.items) == 5 for a in batch)
     finally:
         drop_production(load_params(trained).features.store.model_copy(update=store))
 
@@ -185,3 +217,35 @@ def test_two_service_processes_share_live_events_through_the_log(trained, tmp_pa
     np.testing.assert_allclose(reader.pop, writer.pop)
     np.testing.assert_allclose(reader.item_features(reader.now), writer.item_features(writer.now))
     assert reader.now == writer.now
+
+
+def test_a_sequence_champion_ranks_the_whole_catalogue_for_each_user(engine, tmp_path):
+    """A sequence model as champion: each answer is the model's own top unseen items for the
+    user's history, alone or in a batch."""
+    from dataclasses import replace
+
+    from models.interactions import Interactions
+    from models.sequence import SequenceModel, SequenceParams
+    from serving.engine import Ask, Engine
+    from serving.event_log import EventLog
+
+    params = SequenceParams(dim=16, blocks=1, heads=1, max_len=30, epochs=1, batch_size=64)
+    model = SequenceModel(item_vectors=engine.vectors, params=params)
+    model.train(Interactions.from_events(engine.bundle.events))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name, blob in model.to_bytes({}).items():
+        (folder / name).write_bytes(blob)
+    served = Engine(replace(engine.bundle, kind="sequence", model="sequence-test", hp={}), folder, engine.store,
+                    EventLog(tmp_path / "events.jsonl"))
+    users = [int(u) for u in engine.bundle.events["user_id"].drop_duplicates().iloc[:3]]
+    for user in users:
+        hist = served.history(user)
+        scores = model.bind(hist).score(np.array([0]))[0].astype(np.float64)
+        scores[np.unique(hist.items)] = -np.inf
+        expected = [int(served.item_ids[c]) for c in np.argsort(-scores, kind="stable")[:5]]
+        answer = served.recommend(user, 5)
+        assert [r.item_id for r in answer.items] == expected
+        assert all(r.source == "sequence" and r.reason for r in answer.items)
+    batch = served.recommend_many([Ask(u, 5) for u in users])
+    assert [[r.item_id for r in a.items] for a in batch] == [[r.item_id for r in served.recommend(u, 5).items] for u in users]
