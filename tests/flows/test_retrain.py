@@ -4,6 +4,7 @@ Redis failure that is retried."""
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from pathlib import Path
 
@@ -24,14 +25,21 @@ def digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def task_states(state) -> dict[str, str]:
-    """Task name -> final state name for the flow run behind ``state``."""
+def task_states(state, tasks: int = len(STEPS), timeout: float = 60.0) -> dict[str, str]:
+    """Task name -> final state name for the flow run behind ``state``, once the server has
+    recorded ``tasks`` task runs in a final state (it records task states asynchronously,
+    so they can trail the flow's own end)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
-    return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+        final = [run for run in runs if run.state is not None and run.state.is_final()]
+        if len(final) >= tasks or time.monotonic() > deadline:
+            return {run.name.rsplit("-", 1)[0]: run.state.name for run in final}
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +114,7 @@ def test_a_validation_failure_halts_the_run_and_touches_nothing(first_run):
 
     assert state.is_failed()
     assert "value" in state.message and "failed" in state.message  # the run's state says why
-    states = task_states(state)
+    states = task_states(state, tasks=2)  # ingest and validate
     assert states["validate"] == "Failed" and not set(states) & {"split", "features", "embed", "profiles", "train"}
     assert {name: digest(out / name) for name in before} == before
     assert Registry(out / "registry").champion() == champion
