@@ -276,8 +276,10 @@ class Engine:
                                     degraded=True, model=self.bundle.model, timings_ms=_since(started), batch=len(members))
                 continue
             read = time.perf_counter()
-            hist = self.histories_of(users)
-            lists = self._sequence(hist, group) if self.bundle.kind == "sequence" else self._scorer(hist, stored, group, now)
+            if self.bundle.kind == "sequence":
+                lists = self._sequence(group)
+            else:
+                lists = self._scorer(self.histories_of(users), stored, group, now)
             timings = {"online_read": round((read - started) * 1000, 2), **_since(read, "score")}
             for i, ask, items in zip(members, group, lists):
                 out[i] = Answer(ask.user_id, items, model=self.bundle.model, timings_ms=timings, batch=len(members))
@@ -366,7 +368,8 @@ class Engine:
             lists.append(out)
         return lists
 
-    def _sequence(self, hist: Interactions, asks: list[Ask]) -> list[list[Recommendation]]:
+    def _sequence(self, asks: list[Ask]) -> list[list[Recommendation]]:
+        # One user at a time: bind() points the model at one history.
         return [self._sequence_one(self.history(ask.user_id), ask.k, ask.exclude) for ask in asks]
 
     def _sequence_one(self, hist: Interactions, k: int, exclude: frozenset[int]) -> list[Recommendation]:
