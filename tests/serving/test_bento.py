@@ -109,9 +109,17 @@ def test_concurrent_recommendations_are_batched_and_answered_as_one_by_one(serve
         replies = list(pool.map(lambda u: call(base, "/recommend", {"user_id": u, "k": 10}), users * 6))
     assert all(status == 200 for status, _ in replies), replies
     assert max(body["batch"] for _, body in replies) > 1  # requests waited together somewhere
-    alone = {u: [r["item_id"] for r in call(base, "/recommend", {"user_id": u, "k": 10})[1]["items"]] for u in users}
+    alone = {u: call(base, "/recommend", {"user_id": u, "k": 10})[1]["items"] for u in users}
     for u, (_, body) in zip(users * 6, replies):
-        assert [r["item_id"] for r in body["items"]] == alone[u]
+        mine, single = body["items"], alone[u]
+        # A batch sums in another order (BLAS over more rows): scores agree to float32
+        # rounding, and only items whose scores tie that closely may change places.
+        assert [r["score"] for r in mine] == pytest.approx([r["score"] for r in single], rel=1e-4, abs=1e-5)
+        near = lambda x, y: abs(x - y) <= 1e-4 * abs(y) + 1e-5  # noqa: E731
+        for a, b in zip(mine, single):
+            if a["item_id"] != b["item_id"]:  # a near-tie in the lone answer, or a tie at its cut-off
+                twin = [r for r in single if r["item_id"] == a["item_id"]]
+                assert (twin and near(twin[0]["score"], b["score"])) or near(a["score"], single[-1]["score"]), (a, single)
 
 
 def test_events_posted_concurrently_are_all_kept_and_seen(served):
