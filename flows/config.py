@@ -251,6 +251,9 @@ class ServingConfig(_Strict):
     workers: int = 2  # processes; they share live events through the log
     torch_threads: int = 1  # per process: requests already run side by side
     max_batch: int = Field(32, ge=1)  # /recommend requests scored together at most (only those already waiting)
+    timeout_s: float = Field(10.0, gt=0)  # a request not answered by then gets a 504
+    access_log: bool = False  # a log line per request (costs throughput; the /metrics histograms count requests)
+    full_gc_every_s: float = Field(300.0, ge=0)  # full garbage collections on this timer, not under load (0: Python's own)
 
 
 def train_protocols(params: "Params") -> list[str]:

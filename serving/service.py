@@ -9,6 +9,7 @@ The module's top level stays light: ``bentoml build`` and every worker import it
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -17,10 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import bentoml
+import orjson
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
+from flows.config import ServingConfig
 from serving.batching import Batcher
+from serving.heap import settle
 from serving.schemas import BadRequest, Event, ExplainRequest, RecommendRequest, SimilarRequest, check_events, check_k
 
 if TYPE_CHECKING:
@@ -50,13 +54,15 @@ def _manifest() -> dict:
 
 
 MANIFEST = _manifest()
+SERVING = ServingConfig.model_validate(MANIFEST["params"]["serving"])
 app = FastAPI(title="decayrec", description="Time-decayed, LM-augmented recommendations")
 
 
 @bentoml.service(
     name="decayrec",
-    workers=MANIFEST["params"]["serving"]["workers"],
-    traffic={"timeout": 30},
+    workers=SERVING.workers,
+    traffic={"timeout": SERVING.timeout_s},
+    logging={"access": {"enabled": SERVING.access_log}},
     metrics={"enabled": os.environ.get("DECAYREC_METRICS", "true") == "true"},
 )
 @bentoml.asgi_app(app)
@@ -83,23 +89,26 @@ class Recommender:
         # turn are scored together (serving.batching).
         self.scoring = threading.Lock()
         self.batcher = Batcher(self._recommend_batch, self.params.serving.max_batch, name="recommend-batcher")
+        settle(self.params.serving.full_gc_every_s)  # the loaded engine: frozen, never walked again
 
     def _recommend_batch(self, asks: list[Ask]) -> list:
         with self.scoring:
             return self.engine.recommend_many(asks)
 
+    # Async: the event loop hands the request to the batcher and reads the next ones while it
+    # scores, with no thread-pool hop (measured: 720 against 630 req/s at 32 connections).
     @app.post("/recommend")
-    def recommend(self, request: RecommendRequest) -> dict:
+    async def recommend(self, request: RecommendRequest) -> Response:
         from serving.engine import Ask
 
         with _as_http():
             check_k(request.k, self.params)
             at = request.context.at if request.context else None
-            answer = self.batcher(Ask(request.user_id, request.k, frozenset(request.exclude or ()), at))
-        return {
+            answer = await asyncio.wrap_future(self.batcher.submit(Ask(request.user_id, request.k, frozenset(request.exclude or ()), at)))
+        return Response(orjson.dumps({
             "user_id": answer.user_id, "model": answer.model, "fallback": answer.fallback, "degraded": answer.degraded,
             "items": [vars(r) for r in answer.items], "timings_ms": answer.timings_ms, "batch": answer.batch,
-        }
+        }), media_type="application/json")
 
     @app.post("/explain")
     def explain(self, request: ExplainRequest) -> dict:
