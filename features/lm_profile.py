@@ -71,10 +71,12 @@ def lm_profile_table(
     )
 
 
-def unit_profiles(rows: pd.DataFrame, dim: int) -> np.ndarray:
-    """``(len(rows), dim)`` unit profiles for cosine scoring; zeros where a user has none."""
-    out = np.zeros((len(rows), dim), dtype=np.float32)
-    for i, value in enumerate(rows["lm_profile"]):
+def unit_profiles(rows, dim: int) -> np.ndarray:
+    """``(rows, dim)`` unit profiles for cosine scoring from ``rows["lm_profile"]`` (a
+    DataFrame's column or a list); zeros where a user has none."""
+    values = rows["lm_profile"]
+    out = np.zeros((len(values), dim), dtype=np.float32)
+    for i, value in enumerate(values):
         if value is not None and len(value) == dim:
             out[i] = value
     norms = np.linalg.norm(out, axis=1, keepdims=True)

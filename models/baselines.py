@@ -503,7 +503,10 @@ class EASE(Recommender):
 
     def score_histories(self, data: Interactions) -> np.ndarray:
         """Scores for the users of ``data`` over the fitted item columns (see ``ItemKNN``)."""
-        return self._spread(data.matrix()[:, self.columns_] @ self.weights_)
+        matrix = data.matrix()
+        if len(self.columns_) < self.n_items_:
+            matrix = matrix[:, self.columns_]
+        return self._spread(matrix @ self.weights_)
 
     def _spread(self, kept: np.ndarray) -> np.ndarray:
         if len(self.columns_) == self.n_items_:

@@ -62,7 +62,8 @@ def top_k(
         raise ValueError(f"batch_users must be >= 1, got {batch_users}")
     n_users, n_items = scores.shape
     if exclude is not None:
-        exclude = sp.csr_matrix(exclude)
+        if not isinstance(exclude, sp.csr_matrix):  # a CSR one is read as is: no copy
+            exclude = sp.csr_matrix(exclude)
         if exclude.shape != scores.shape:
             raise ValueError(f"exclude has shape {exclude.shape}, scores {scores.shape}")
     width = min(k, n_items)
@@ -80,7 +81,7 @@ def top_k(
         if np.isnan(block).any():
             raise ValueError("scores contain NaN")
         if exclude is not None:
-            part = exclude[start:stop]
+            part = exclude if stop - start == n_users else exclude[start:stop]
             rows = np.repeat(np.arange(stop - start), np.diff(part.indptr))
             keep = part.data != 0
             block[rows[keep], part.indices[keep]] = -np.inf

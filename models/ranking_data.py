@@ -219,9 +219,8 @@ def candidates(
     safe = np.maximum(items, 0)
     take = lambda matrix: np.take_along_axis(matrix, safe, axis=1)  # noqa: E731
     n_hist = np.asarray(s.seen.sum(axis=1)).ravel()
-    stamp = pd.to_datetime(s.user_last, unit="s", utc=True)
-    hour = 2 * np.pi * (stamp.hour.to_numpy() + stamp.minute.to_numpy() / 60) / 24
-    weekday = 2 * np.pi * stamp.weekday.to_numpy() / 7
+    hour, weekday = clock(s.user_last)
+    hour, weekday = 2 * np.pi * hour / 24, 2 * np.pi * weekday / 7
     per_user = lambda values: np.broadcast_to(np.asarray(values, dtype=np.float32)[:, None], items.shape)  # noqa: E731
     columns = {
         "cf": take(s.cf),
@@ -244,6 +243,17 @@ def candidates(
     features = np.stack([np.asarray(columns[name], dtype=np.float32) for name in FEATURES], axis=-1)
     features[items < 0] = 0.0
     return items, source, features
+
+
+def clock(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """UTC hour of day to the minute (``13.5`` is 13:30) and weekday (Monday 0) of epoch
+    ``seconds`` to the microsecond (``Interactions.seconds``): pandas' calendar fields,
+    without building timestamps (a quarter of a millisecond that every served batch paid)."""
+    whole = np.floor(np.asarray(seconds, dtype=np.float64))
+    days, of_day = np.divmod(whole, SECONDS_PER_DAY)
+    hour, of_hour = np.divmod(of_day, 3600)
+    # Summed as pandas' fields were, to the last bit. 1970-01-01 was a Thursday (3).
+    return hour + (of_hour // 60) / 60, (days + 3) % 7
 
 
 def positives(v: View, truth: sp.csr_matrix) -> np.ndarray:

@@ -212,16 +212,17 @@ class Engine:
             values=np.ones(sum(lengths), np.float32), now=self.now,
         )
 
-    def online_user(self, user_id: int) -> pd.DataFrame:
-        """The user's stored interest and LM profile (one row; nulls where none)."""
+    def online_user(self, user_id: int) -> dict[str, list]:
+        """The user's stored interest and LM profile (one row; None where none)."""
         return self.online_users([user_id])
 
-    def online_users(self, user_ids: list[int]) -> pd.DataFrame:
-        """Stored interest and LM profile of each user, in the order given, in one read."""
+    def online_users(self, user_ids: list[int]) -> dict[str, list]:
+        """Stored interest and LM profile of each user, in the order given, in one read: a
+        list per feature (a DataFrame would cost more than the read itself)."""
         from features.store import LM_FEATURES, USER_FEATURES
 
         rows = [{"user_id": int(u)} for u in user_ids]
-        return self.store.get_online_features(features=USER_FEATURES + LM_FEATURES, entity_rows=rows).to_df()
+        return self.store.get_online_features(features=USER_FEATURES + LM_FEATURES, entity_rows=rows).to_dict()
 
     def popular(self, k: int, exclude: set[int]) -> list[Recommendation]:
         order = np.argsort(-self.pop, kind="stable")
@@ -289,13 +290,14 @@ class Engine:
         found = self.histories.get(int(user_id))
         return set() if found is None else {int(i) for i in self.item_ids[np.unique(found[0])]}
 
-    def signals(self, hist: Interactions, stored: pd.DataFrame, now: float) -> Signals:
+    def signals(self, hist: Interactions, stored: dict[str, list], now: float, profile: np.ndarray | None = None) -> Signals:
         """The candidate sources' scores and the users' state at ``now``, as training makes
-        them: row ``r`` is ``hist``'s user ``r``, whose stored state is ``stored``'s row ``r``."""
+        them: row ``r`` is ``hist``'s user ``r``, whose stored state is ``stored``'s row ``r``
+        (``profile``: their unit LM profiles, when the caller has them already)."""
         m = self.settings.candidates.recent_items
-        events = decayed_count(stored["events_decayed"].fillna(0.0).to_numpy(np.float64),
-                               stored["last_event_s"].fillna(0).to_numpy(np.float64), now, self.feature_params)
-        profile = unit_profiles(stored, self.unit_vectors.shape[1])
+        events = decayed_count(_floats(stored["events_decayed"]), _floats(stored["last_event_s"]), now, self.feature_params)
+        if profile is None:
+            profile = unit_profiles(stored, self.unit_vectors.shape[1])
         recent = latest_items(hist, m)
         recent_vectors = self.unit_vectors[np.maximum(recent, 0)] * (recent >= 0)[..., None]
         # One pass over the catalogue's vectors for every profile and recent item: it is
@@ -333,21 +335,21 @@ class Engine:
         self._item_cache = (now, (short, long))
         return short, long
 
-    def scored_candidates(self, hist: Interactions, stored: pd.DataFrame, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def scored_candidates(self, hist: Interactions, stored: dict[str, list], now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(item columns, sources, scores)``, each ``(users, width)``: every user's
         candidates, padding marked by column -1 and score -inf."""
-        signals = self.signals(hist, stored, now)
+        profile = unit_profiles(stored, self.unit_vectors.shape[1])
+        signals = self.signals(hist, stored, now, profile)
         short, long = self.item_features(now)
         items, source, features = candidates(signals, self.item_share, short, long, self.alpha, self.settings.candidates)
         torch = self._torch
         with torch.no_grad():
             scores = self.model.score_projected(
-                torch.from_numpy(features), torch.from_numpy(unit_profiles(stored, self.unit_vectors.shape[1])),
-                torch.from_numpy(items), self._projected).numpy()
+                torch.from_numpy(features), torch.from_numpy(profile), torch.from_numpy(items), self._projected).numpy()
         scores[items < 0] = -np.inf
         return items, source, scores
 
-    def _scorer(self, hist: Interactions, stored: pd.DataFrame, asks: list[Ask], now: float) -> list[list[Recommendation]]:
+    def _scorer(self, hist: Interactions, stored: dict[str, list], asks: list[Ask], now: float) -> list[list[Recommendation]]:
         items, source, scores = self.scored_candidates(hist, stored, now)
         bounds = np.searchsorted(hist.users, np.arange(len(asks) + 1))
         lists = []
@@ -581,9 +583,15 @@ def _feature_params(params: Params):
     return feature_params(params.features)
 
 
-def _share(stored: pd.DataFrame, n: int) -> np.ndarray:
-    out = np.zeros((len(stored), n), dtype=np.float32)
-    for i, value in enumerate(stored["interest_share"]):
+def _floats(values: list) -> np.ndarray:
+    """A stored numeric feature as float64, 0 where missing."""
+    return np.nan_to_num(np.array([np.nan if v is None else v for v in values], dtype=np.float64), nan=0.0)
+
+
+def _share(stored, n: int) -> np.ndarray:
+    values = stored["interest_share"]
+    out = np.zeros((len(values), n), dtype=np.float32)
+    for i, value in enumerate(values):
         if value is not None and len(value) == n:
             out[i] = value
     return out

@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 NEVER = 2**31 - 1
 
 
-def settle(full_every_s: float) -> threading.Thread | None:
+def settle(full_every_s: float) -> FullCollections | None:
     """Freeze what is alive now and move full collections onto a timer of ``full_every_s``
-    seconds (a daemon thread, returned); ``0`` freezes only and leaves Python's schedule."""
+    seconds (a daemon thread, returned started); ``0`` freezes only and leaves Python's
+    schedule."""
     gc.collect()
     gc.freeze()
     log.info("heap: %s objects frozen", f"{gc.get_freeze_count():,}")
@@ -32,14 +33,25 @@ def settle(full_every_s: float) -> threading.Thread | None:
         return None
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, NEVER)
-    thread = threading.Thread(target=_collect_every, args=(full_every_s,), name="full-gc", daemon=True)
-    thread.start()
-    return thread
+    collector = FullCollections(full_every_s)
+    collector.start()
+    return collector
 
 
-def _collect_every(seconds: float) -> None:
-    while True:
-        time.sleep(seconds)
-        started = time.perf_counter()
-        freed = gc.collect()
-        log.debug("heap: full collection freed %d objects in %.1f ms", freed, (time.perf_counter() - started) * 1000)
+class FullCollections(threading.Thread):
+    """A full collection every ``every_s`` seconds until ``halt()``."""
+
+    def __init__(self, every_s: float) -> None:
+        super().__init__(name="full-gc", daemon=True)
+        self.every_s = every_s
+        self._halted = threading.Event()
+
+    def run(self) -> None:
+        while not self._halted.wait(self.every_s):
+            started = time.perf_counter()
+            freed = gc.collect()
+            log.debug("heap: full collection freed %d objects in %.1f ms", freed, (time.perf_counter() - started) * 1000)
+
+    def halt(self) -> None:
+        self._halted.set()
+        self.join()

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from models.ranking_data import ranks_of
+from models.ranking_data import clock, ranks_of
 
 # Few distinct values, signed zeros and infinities: ties everywhere, as in real rows.
 VALUES = st.sampled_from([0.0, -0.0, 1.0, 0.5, -0.5, 1e-30, -1e-30, 3.4e38, -3.4e38, np.inf, -np.inf, 0.25])
@@ -38,3 +39,15 @@ def test_ranks_of_refuses_other_float_widths() -> None:
     # float64 scores would be ranked in float32 and merge values that differ.
     with pytest.raises(TypeError, match="float32"):
         ranks_of(np.zeros((1, 3)), np.zeros((1, 1), dtype=np.int64))
+
+
+@settings(max_examples=300, deadline=None)
+@given(seconds=arrays(np.float64, st.integers(1, 20), elements=st.one_of(
+    st.integers(-10**9, 4 * 10**9).map(float),  # whole seconds, as most event logs have
+    st.integers(-10**15, 4 * 10**15).map(lambda us: us / 1e6),  # microseconds, as Interactions holds them
+)))
+def test_clock_matches_pandas_calendar_fields(seconds) -> None:
+    stamp = pd.to_datetime(seconds, unit="s", utc=True)
+    hour, weekday = clock(seconds)
+    assert np.array_equal(hour, stamp.hour.to_numpy() + stamp.minute.to_numpy() / 60)
+    assert np.array_equal(weekday, stamp.weekday.to_numpy())
