@@ -84,7 +84,10 @@ def inprocess(params, users: list[int], n: int) -> dict:
 
     import torch
 
+    from threadpoolctl import threadpool_limits
+
     torch.set_num_threads(params.serving.torch_threads)  # as the service does
+    threadpool_limits(params.serving.blas_threads, user_api="blas")
     registry = Registry(params.train.registry_dir)
     bundle = load_bundle(params.serving.bundle_dir)
     with tempfile.TemporaryDirectory() as tmp:

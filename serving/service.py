@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from flows.config import ServingConfig
 from serving.batching import Batcher
-from serving.heap import settle
+from serving.worker import limit_threads, settle
 from serving.schemas import BadRequest, Event, ExplainRequest, RecommendRequest, SimilarRequest, check_events, check_k
 
 if TYPE_CHECKING:
@@ -71,15 +71,13 @@ class Recommender:
     model = bentoml.models.BentoModel(MANIFEST["model"])
 
     def __init__(self) -> None:
-        import torch
-
         from features.store import open_store
         from serving.engine import Engine, load_bundle
         from serving.event_log import EventLog
 
         bundle = load_bundle(bundle_dir())
         self.params = bundle.params
-        torch.set_num_threads(self.params.serving.torch_threads)
+        limit_threads(self.params.serving)
         log_path = os.environ.get("DECAYREC_EVENTS_LOG") or self.params.serving.events_log
         self.engine = Engine(bundle, Path(self.model.path), open_store(self.params.features.store), EventLog(log_path))
         # Scoring is CPU-bound Python and numpy: threads of one process only take turns on
@@ -89,7 +87,7 @@ class Recommender:
         # turn are scored together (serving.batching).
         self.scoring = threading.Lock()
         self.batcher = Batcher(self._recommend_batch, self.params.serving.max_batch, name="recommend-batcher")
-        settle(self.params.serving.full_gc_every_s)  # the loaded engine: frozen, never walked again
+        settle(self.params.serving.full_gc_every_s)  # the loaded engine: frozen, never walked by the GC again
 
     def _recommend_batch(self, asks: list[Ask]) -> list:
         with self.scoring:

@@ -2,11 +2,13 @@
 every endpoint, and a 4xx that names the problem for every kind of bad request."""
 from __future__ import annotations
 
+import gc
 import os
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +29,17 @@ def client(trained, tmp_path_factory):
                       DECAYREC_METRICS="false")
     from serving.service import Recommender
 
-    with TestClient(Recommender.to_asgi()) as http:
-        yield SimpleNamespace(post=http.post, get=http.get, events_log=folder / "events.jsonl", params=params,
-                              events=pd.read_parquet(folder / "bundle" / "events.parquet"))
+    # The service tunes its process (GC, threads); this one runs other tests after.
+    threshold, blas = gc.get_threshold(), [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    try:
+        with TestClient(Recommender.to_asgi()) as http:
+            yield SimpleNamespace(post=http.post, get=http.get, events_log=folder / "events.jsonl", params=params,
+                                  events=pd.read_parquet(folder / "bundle" / "events.parquet"))
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+        if blas:
+            threadpool_limits(max(blas), user_api="blas")
 
 
 def a_user(client) -> int:
@@ -50,6 +60,12 @@ def test_recommend_returns_k_items_with_scores_and_reasons(client):
     body = reply.json()
     assert len(body["items"]) == 5 and not body["fallback"] and not body["degraded"]
     assert all({"item_id", "title", "score", "source", "reason"} <= set(item) for item in body["items"])
+
+
+def test_a_worker_keeps_full_collections_off_requests(client):
+    from serving.worker import NEVER
+
+    assert gc.get_freeze_count() > 0 and gc.get_threshold()[2] == NEVER
 
 
 def test_an_unknown_user_gets_fallback_popularity(client):

@@ -1,4 +1,12 @@
-"""Garbage collection in a serving process: no full collection in the middle of requests.
+"""A serving worker process's settings: its threads, and garbage collection that never
+stops requests in flight.
+
+Threads: worker processes already use every core, so torch and numpy's BLAS get
+``serving.torch_threads`` and ``serving.blas_threads`` whatever the environment says. BLAS's
+default, a thread per core in every worker, cut /recommend at 32 connections from ~860 to
+~320 requests/s (benchmarks/serving.py without OPENBLAS_NUM_THREADS).
+
+Garbage collection: no full collection in the middle of requests.
 
 CPython's automatic full (generation 2) collection walks every tracked object. In a worker
 that holds the loaded engine (pandas, Feast, torch, per-user histories) and, for each request
@@ -16,10 +24,22 @@ import logging
 import threading
 import time
 
+from flows.config import ServingConfig
+
 log = logging.getLogger(__name__)
 
 # Generation 2 collects when this many generation-1 collections have run: never, in practice.
 NEVER = 2**31 - 1
+
+
+def limit_threads(cfg: ServingConfig) -> None:
+    """``cfg``'s thread counts for torch and BLAS in this process. Call it from the main
+    thread: OpenBLAS ignores a thread count set from any other."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(cfg.torch_threads)
+    threadpool_limits(cfg.blas_threads, user_api="blas")
 
 
 def settle(full_every_s: float) -> FullCollections | None:

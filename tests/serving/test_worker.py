@@ -5,8 +5,11 @@ import time
 import weakref
 
 import pytest
+import torch
+from threadpoolctl import threadpool_info, threadpool_limits
 
-from serving.heap import NEVER, settle
+from flows.config import ServingConfig
+from serving.worker import NEVER, limit_threads, settle
 
 
 class Node:
@@ -55,3 +58,13 @@ def test_settle_zero_freezes_only(restored) -> None:
     assert settle(0) is None
     assert gc.get_freeze_count() > 0
     assert gc.get_threshold() == before
+
+
+def test_limit_threads_holds_whatever_the_environment_says() -> None:
+    threadpool_limits(2, user_api="blas")  # as a worker without OPENBLAS_NUM_THREADS on 2 cores
+    try:
+        limit_threads(ServingConfig(blas_threads=1, torch_threads=1))
+        assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {1}
+        assert torch.get_num_threads() == 1
+    finally:
+        threadpool_limits(1, user_api="blas")
