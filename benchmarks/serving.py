@@ -71,6 +71,7 @@ def wrk(url: str, script: str, connections: int, seconds: int, folder: Path) -> 
             "p99_ms": round(p99 / 1000, 2), "errors": errors + non2xx, "requests": requests}
 
 
+TARGET_RPS, TARGET_P99_MS = 300, 50  # /recommend at 32 connections, on 2 cores
 BATCH = 16  # requests per in-process batch: about what 32 connections over 2 workers queue up
 
 
@@ -190,10 +191,13 @@ def plot(results: dict, floor: dict, path: Path) -> None:
     conns = list(results)
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
     left.bar([str(c) for c in conns], [results[c]["rps"] for c in conns], color="#4c72b0")
+    left.axhline(TARGET_RPS, color="grey", linestyle=":", label=f"target at 32: >= {TARGET_RPS}")
     left.set(xlabel="connections", ylabel="requests/s", title="/recommend k=10 throughput")
+    left.legend()
     right.plot([str(c) for c in conns], [results[c]["p50_ms"] for c in conns], "o-", label="p50")
     right.plot([str(c) for c in conns], [results[c]["p99_ms"] for c in conns], "o-", label="p99")
     right.axhline(floor["p50_ms"], color="grey", linestyle="--", label="in-process p50")
+    right.axhline(TARGET_P99_MS, color="grey", linestyle=":", label=f"p99 target at 32: < {TARGET_P99_MS} ms")
     right.set(xlabel="connections", ylabel="ms", title="latency")
     right.legend()
     fig.tight_layout()
