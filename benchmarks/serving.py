@@ -4,6 +4,10 @@ in-process scoring time per request (the floor the HTTP path adds to).
 
     DECAYREC_DATA_MIRROR=/path/to/mirror python benchmarks/serving.py --dataset ml-1m
 
+The load draws from 2,000 users, so by 32 connections each worker keeps most of their signal
+rows (``serving.signal_cache_mb``); a last pass at 32 connections serves a bento that keeps
+none, every request computed cold.
+
 Needs a champion for the data set (`decayrec run --dataset ml-1m`); packages it first.
 Live events go to a log of the benchmark's own, never the data set's. The last line is JSON.
 """
@@ -19,6 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -137,14 +142,7 @@ def main() -> None:
     floor = inprocess(params, users, 300)
 
     folder = Path(tempfile.mkdtemp(prefix="decayrec-serving-bench-"))
-    port = _free_port()
-    env = {**os.environ, "DECAYREC_EVENTS_LOG": str(folder / "events.jsonl"), "BENTOML_DO_NOT_TRACK": "true"}
-    log = open(folder / "serve.log", "w")
-    server = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", summary["bento"], "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait(url, server, folder)
+    with served(summary["bento"], folder / "warm", {}) as url:
         for user in users[:50]:  # every worker loaded and warm
             _post(url + "/recommend", {"user_id": user, "k": 10})
         results = {}
@@ -155,16 +153,20 @@ def main() -> None:
         batch = 10
         print(f"/events, batches of {batch}, 8 connections, {args.seconds} s ...", flush=True)
         ev = wrk(url, events_script(users, items, now, batch), 8, args.seconds, folder)
-        logged = sum(1 for _ in open(folder / "events.jsonl"))
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=60)
-        log.close()
+        logged = sum(1 for _ in open(folder / "warm" / "events.jsonl"))
+    # The same load with no user's signal rows kept: every request computes its own.
+    with served(summary["bento"], folder / "cold", {"DECAYREC_SIGNAL_CACHE_MB": "0"}) as url:
+        for user in users[:50]:
+            _post(url + "/recommend", {"user_id": user, "k": 10})
+        print(f"/recommend k=10, 32 connections, {args.seconds} s, signal rows not kept ...", flush=True)
+        cold = wrk(url, recommend_script(users, 10), 32, args.seconds, folder)
     print(f"{'load':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
     for c, r in results.items():
         print(f"{'/recommend c=' + str(c):<22}{r['rps']:>10.1f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['errors']:>8}")
     print(f"{'/events c=8 (x' + str(batch) + ')':<22}{ev['rps']:>10.1f}{ev['p50_ms']:>10.2f}{ev['p99_ms']:>10.2f}{ev['errors']:>8}"
           f"   = {ev['rps'] * batch:,.0f} events/s; {logged:,} logged of {ev['requests'] * batch:,} sent")
+    print(f"{'/recommend c=32 cold':<22}{cold['rps']:>10.1f}{cold['p50_ms']:>10.2f}{cold['p99_ms']:>10.2f}{cold['errors']:>8}"
+          "   (serving.signal_cache_mb 0: no user's rows kept)")
     plot(results, floor, ROOT / "reports" / "benchmarks" / f"serving_{args.dataset}.png")
     print(f"in-process Engine.recommend: p50 {floor['p50_ms']} ms, p99 {floor['p99_ms']} ms; "
           f"in batches of {BATCH}: {floor[f'batch{BATCH}_per_request_ms']} ms per request "
@@ -174,7 +176,8 @@ def main() -> None:
         **{f"recommend_rps_c{c}": r["rps"] for c, r in results.items()},
         **{f"recommend_p50_ms_c{c}": r["p50_ms"] for c, r in results.items()},
         **{f"recommend_p99_ms_c{c}": r["p99_ms"] for c, r in results.items()},
-        "errors": sum(r["errors"] for r in results.values()) + ev["errors"],
+        "recommend_rps_c32_cold": cold["rps"], "recommend_p50_ms_c32_cold": cold["p50_ms"], "recommend_p99_ms_c32_cold": cold["p99_ms"],
+        "errors": sum(r["errors"] for r in results.values()) + ev["errors"] + cold["errors"],
         "events_per_s": round(ev["rps"] * batch, 1), "events_logged": logged, "events_sent": ev["requests"] * batch,
         "inprocess_score_ms": floor["p50_ms"], "inprocess_score_p99_ms": floor["p99_ms"],
         f"inprocess_batch{BATCH}_per_request_ms": floor[f"batch{BATCH}_per_request_ms"],
@@ -204,6 +207,26 @@ def plot(results: dict, floor: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     print(f"plot: {path}")
+
+
+@contextmanager
+def served(bento: str, folder: Path, env: dict):
+    """``bentoml serve bento`` on a free 127.0.0.1 port, its live events logged in
+    ``folder``; yields its URL and stops it after."""
+    folder.mkdir(parents=True)
+    port = _free_port()
+    env = {**os.environ, "DECAYREC_EVENTS_LOG": str(folder / "events.jsonl"), "BENTOML_DO_NOT_TRACK": "true", **env}
+    log = open(folder / "serve.log", "w")
+    server = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", bento, "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(url, server, folder)
+        yield url
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
+        log.close()
 
 
 def _free_port() -> int:

@@ -250,6 +250,7 @@ class ServingConfig(_Strict):
     max_future_s: float = 300.0  # clock skew tolerated on event timestamps
     workers: int = 2  # processes; they share live events through the log
     torch_threads: int = 1  # per process: requests already run side by side
+    signal_cache_mb: float = Field(256.0, ge=0)  # per worker: users' item-CF/EASE/LM score rows, kept until their events change (0: off)
     blas_threads: int = Field(1, ge=1)  # per process, numpy's BLAS: more threads than cores/workers thrash
     max_batch: int = Field(32, ge=1)  # /recommend requests scored together at most (only those already waiting)
     timeout_s: float = Field(10.0, gt=0)  # a request not answered by then gets a 504

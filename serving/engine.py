@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -143,6 +144,11 @@ class Engine:
         # The online store already holds the logged events; memory gets them from the log.
         self.item_state = self._read_item_state()
         self._item_cache: tuple[float, tuple[np.ndarray, np.ndarray]] | None = None
+        # user -> (history it was made from, LM profile, its signal rows): see user_signals.
+        self._signal_cache: OrderedDict[int, tuple] = OrderedDict()
+        row_bytes = 4 * len(self.item_ids) * np.dtype(np.float32).itemsize
+        self._signal_cache_users = int(self.params.serving.signal_cache_mb * 2**20 // row_bytes)
+        self.signal_hits = 0
         replayed, self._offset = event_log.read_from(0)
         if len(replayed):
             self._fold_memory(replayed)
@@ -294,30 +300,76 @@ class Engine:
         """The candidate sources' scores and the users' state at ``now``, as training makes
         them: row ``r`` is ``hist``'s user ``r``, whose stored state is ``stored``'s row ``r``
         (``profile``: their unit LM profiles, when the caller has them already)."""
-        m = self.settings.candidates.recent_items
         events = decayed_count(_floats(stored["events_decayed"]), _floats(stored["last_event_s"]), now, self.feature_params)
         if profile is None:
             profile = unit_profiles(stored, self.unit_vectors.shape[1])
-        recent = latest_items(hist, m)
-        recent_vectors = self.unit_vectors[np.maximum(recent, 0)] * (recent >= 0)[..., None]
-        # One pass over the catalogue's vectors for every profile and recent item: it is
-        # memory-bound, so a batch of users costs little more than one.
-        rows = len(profile)
-        cosines = np.vstack([profile, recent_vectors.reshape(-1, profile.shape[1])]) @ self._unit_vectors_t
-        last = np.full(rows, -np.inf)
+        cf, ease, lm, lm_recent = self.user_signals(hist, profile)
+        last = np.full(len(profile), -np.inf)
         np.maximum.at(last, hist.users, hist.seconds)
         return Signals(
             seen=hist.matrix(),
-            cf=minmax_rows(self.knn.score_histories(hist)),
-            ease=minmax_rows(self.ease.score_histories(hist)),
-            lm=cosines[:rows],
-            lm_recent=cosines[rows:].reshape(rows, m, -1).max(axis=1),
+            cf=cf,
+            ease=ease,
+            lm=lm,
+            lm_recent=lm_recent,
             pop=self.pop.astype(np.float32),  # decaying it to ``now`` would not change its order
             user_share=_share(stored, len(self.categories)),
             user_events=events,
             user_last=last,
             now=now,
         )
+
+    def user_signals(self, hist: Interactions, profile: np.ndarray) -> list[np.ndarray]:
+        """Item-CF, EASE, LM-profile and recent-items LM scores of every item, min-max scaled
+        as training scales them, one row per user of ``hist``.
+
+        Each row depends on nothing but the user's own events and LM profile, so it is kept
+        (``serving.signal_cache_mb``, least recently used out first) and served again while
+        both are unchanged: the same events (their history is replaced, never edited, when
+        events arrive) and an equal profile read from the online store."""
+        users = [int(u) for u in hist.user_ids]
+        counts = np.bincount(hist.users, minlength=len(users))
+        current = [self.histories.get(u) for u in users]
+        out = [np.empty((len(users), len(self.item_ids)), dtype=np.float32) for _ in range(4)]
+        misses = []
+        for r, (user, events) in enumerate(zip(users, current)):
+            kept = self._signal_cache.get(user)
+            if kept is not None and kept[0] is events and len(events[0]) == counts[r] and np.array_equal(kept[1], profile[r]):
+                self._signal_cache.move_to_end(user)
+                for rows, row in zip(out, kept[2]):
+                    rows[r] = row
+            else:
+                misses.append(r)
+        self.signal_hits += len(users) - len(misses)
+        if not misses:
+            return out
+        sub = hist if len(misses) == len(users) else self.histories_of([users[r] for r in misses])
+        for rows, computed in zip(out, self._compute_user_signals(sub, profile[misses])):
+            rows[misses] = computed
+        for r in misses:
+            # Only rows made from the history now in memory: events folded in meanwhile
+            # (another thread) would make them stale.
+            if self._signal_cache_users and current[r] is not None and len(current[r][0]) == counts[r]:
+                self._signal_cache[users[r]] = (current[r], profile[r].copy(), [rows[r].copy() for rows in out])
+                self._signal_cache.move_to_end(users[r])
+        while len(self._signal_cache) > self._signal_cache_users:
+            self._signal_cache.popitem(last=False)
+        return out
+
+    def _compute_user_signals(self, hist: Interactions, profile: np.ndarray) -> list[np.ndarray]:
+        m = self.settings.candidates.recent_items
+        recent = latest_items(hist, m)
+        recent_vectors = self.unit_vectors[np.maximum(recent, 0)] * (recent >= 0)[..., None]
+        # One pass over the catalogue's vectors for every profile and recent item: it is
+        # memory-bound, so a batch of users costs little more than one.
+        rows = len(profile)
+        cosines = np.vstack([profile, recent_vectors.reshape(-1, profile.shape[1])]) @ self._unit_vectors_t
+        return [
+            minmax_rows(self.knn.score_histories(hist)),
+            minmax_rows(self.ease.score_histories(hist)),
+            cosines[:rows],
+            cosines[rows:].reshape(rows, m, -1).max(axis=1),
+        ]
 
     def item_features(self, now: float) -> tuple[np.ndarray, np.ndarray]:
         """Each catalogue item's decayed (short, long) popularity at ``now``. As in training's

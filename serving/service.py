@@ -76,6 +76,9 @@ class Recommender:
         from serving.event_log import EventLog
 
         bundle = load_bundle(bundle_dir())
+        if os.environ.get("DECAYREC_SIGNAL_CACHE_MB"):  # e.g. 0 to measure every request cold
+            serving = bundle.params.serving.model_copy(update={"signal_cache_mb": float(os.environ["DECAYREC_SIGNAL_CACHE_MB"])})
+            bundle.params = bundle.params.model_copy(update={"serving": serving})
         self.params = bundle.params
         limit_threads(self.params.serving)
         log_path = os.environ.get("DECAYREC_EVENTS_LOG") or self.params.serving.events_log

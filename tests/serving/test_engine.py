@@ -155,6 +155,39 @@ def test_live_events_are_logged_and_change_the_next_answer(trained, tmp_path):
     assert {first[0].item_id, first[1].item_id} <= set(again.item_ids[again.history(user).items])
 
 
+def test_kept_user_signals_answer_as_fresh_ones_until_the_users_events_change(trained, tmp_path):
+    from conftest import own_store
+
+    trained = own_store(trained, tmp_path)
+    engine = engine_for(trained, tmp_path)
+    users = [int(u) for u in engine.bundle.events["user_id"].unique()[:4]]
+    first = {u: engine.recommend(u, 10) for u in users}
+    assert engine.signal_hits == 0
+    again = {u: engine.recommend(u, 10) for u in users}
+    assert engine.signal_hits == len(users)  # every user's rows kept
+    assert all(_listed(again[u]) == _listed(first[u]) for u in users)
+
+    changed, untouched = users[0], users[1]
+    at = pd.Timestamp(engine.now, unit="s", tz="UTC") + pd.Timedelta(minutes=1)
+    events = pd.DataFrame({"user_id": [changed], "item_id": [first[changed].items[0].item_id], "event_type": ["rating"],
+                           "value": [5.0], "timestamp": [at]})
+    events["timestamp"] = events["timestamp"].astype("datetime64[us, UTC]")
+    engine.ingest(events)
+    hits = engine.signal_hits
+    after = engine.recommend(changed, 10)
+    assert engine.signal_hits == hits  # the user's events changed: computed again
+    kept = engine.recommend(untouched, 10)
+    assert engine.signal_hits == hits + 1  # another user's events do not touch theirs
+    # A new engine (empty cache, the log replayed) computes both from scratch.
+    fresh = engine_for(trained, tmp_path)
+    assert _listed(fresh.recommend(changed, 10)) == _listed(after)
+    assert _listed(fresh.recommend(untouched, 10)) == _listed(kept)
+
+
+def _listed(answer) -> list[tuple[int, float]]:
+    return [(r.item_id, round(r.score, 5)) for r in answer.items]
+
+
 def test_unknown_items_in_events_are_refused_before_anything_is_written(engine):
     from serving.schemas import BadRequest
 
