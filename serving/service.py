@@ -24,8 +24,8 @@ from fastapi.responses import HTMLResponse, Response
 
 from flows.config import ServingConfig
 from serving.batching import Batcher
-from serving.worker import limit_threads, settle
 from serving.schemas import BadRequest, Event, ExplainRequest, RecommendRequest, SimilarRequest, check_events, check_k
+from serving.worker import limit_threads, settle
 
 if TYPE_CHECKING:
     from serving.engine import Ask
