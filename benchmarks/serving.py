@@ -87,13 +87,9 @@ def inprocess(params, users: list[int], n: int) -> dict:
     from models.registry import Registry
     from serving.engine import Ask, Engine, load_bundle
     from serving.event_log import EventLog
+    from serving.worker import limit_threads
 
-    import torch
-
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(params.serving.torch_threads)  # as the service does
-    threadpool_limits(params.serving.blas_threads, user_api="blas")
+    limit_threads(params.serving)  # as the service does
     registry = Registry(params.train.registry_dir)
     bundle = load_bundle(params.serving.bundle_dir)
     with tempfile.TemporaryDirectory() as tmp:

@@ -329,12 +329,15 @@ class Engine:
         events arrive) and an equal profile read from the online store."""
         users = [int(u) for u in hist.user_ids]
         counts = np.bincount(hist.users, minlength=len(users))
+        # The history in memory, where ``hist`` was made from it; None where events were
+        # folded in since (another thread) or the user has none: nothing kept applies.
         current = [self.histories.get(u) for u in users]
+        current = [h if h is not None and len(h[0]) == n else None for h, n in zip(current, counts)]
         out = [np.empty((len(users), len(self.item_ids)), dtype=np.float32) for _ in range(4)]
         misses = []
         for r, (user, events) in enumerate(zip(users, current)):
             kept = self._signal_cache.get(user)
-            if kept is not None and kept[0] is events and len(events[0]) == counts[r] and np.array_equal(kept[1], profile[r]):
+            if kept is not None and events is not None and kept[0] is events and np.array_equal(kept[1], profile[r]):
                 self._signal_cache.move_to_end(user)
                 for rows, row in zip(out, kept[2]):
                     rows[r] = row
@@ -347,9 +350,7 @@ class Engine:
         for rows, computed in zip(out, self._compute_user_signals(sub, profile[misses])):
             rows[misses] = computed
         for r in misses:
-            # Only rows made from the history now in memory: events folded in meanwhile
-            # (another thread) would make them stale.
-            if self._signal_cache_users and current[r] is not None and len(current[r][0]) == counts[r]:
+            if self._signal_cache_users and current[r] is not None:
                 self._signal_cache[users[r]] = (current[r], profile[r].copy(), [rows[r].copy() for rows in out])
                 self._signal_cache.move_to_end(users[r])
         while len(self._signal_cache) > self._signal_cache_users:
