@@ -245,6 +245,7 @@ class ServingConfig(_Strict):
     bundle_dir: Path = Path("data/serving")  # what the bento packs: model tag, params, catalogue, events
     events_log: Path = Path("data/live/events.jsonl")  # live events, appended before they are acknowledged
     bento_name: str = "decayrec"
+    host: str = "127.0.0.1"  # the default bind: loopback only; `bentoml serve --host 0.0.0.0` opens it on purpose
     max_k: int = 100
     max_events: int = 1000  # per POST /events
     max_future_s: float = 300.0  # clock skew tolerated on event timestamps

@@ -61,6 +61,7 @@ app = FastAPI(title="decayrec", description="Time-decayed, LM-augmented recommen
 @bentoml.service(
     name="decayrec",
     workers=SERVING.workers,
+    http={"host": SERVING.host},  # an open port is opened on purpose (--host), never by default
     traffic={"timeout": SERVING.timeout_s},
     logging={"access": {"enabled": SERVING.access_log}},
     metrics={"enabled": os.environ.get("DECAYREC_METRICS", "true") == "true"},
