@@ -239,6 +239,16 @@ class TrainConfig(_Strict):
     out_dir: Path = Path("reports/training")
 
 
+class ClockConfig(_Strict):
+    """What "now" is for the service, and how far from it a request's times may be. No
+    request moves it: one client's timestamp cannot decay every other user's interest."""
+
+    kind: Literal["data", "wall"] = "data"  # data: the training data's latest event (replays, demos) | wall: the system clock (live)
+    past_s: float = Field(30 * 86_400.0, ge=0)  # events older than now - past_s are refused (late data belongs in a batch run)
+    future_s: float = Field(300.0, ge=0)  # skew tolerated ahead of now, and behind it for context.at
+    ahead_s: float = Field(365 * 86_400.0, ge=0)  # context.at may ask this far ahead of now
+
+
 class ServingConfig(_Strict):
     """The service (serving/) and its bento, built by the package step."""
 
@@ -246,9 +256,12 @@ class ServingConfig(_Strict):
     events_log: Path = Path("data/live/events.jsonl")  # live events, appended before they are acknowledged
     bento_name: str = "decayrec"
     host: str = "127.0.0.1"  # the default bind: loopback only; `bentoml serve --host 0.0.0.0` opens it on purpose
-    max_k: int = 100
-    max_events: int = 1000  # per POST /events
-    max_future_s: float = 300.0  # clock skew tolerated on event timestamps
+    token_env: str = "DECAYREC_TOKEN"  # the environment variable holding the write token; unset: /events is open
+    max_k: int = Field(100, ge=1)
+    max_exclude: int = Field(1000, ge=0)  # items in a /recommend exclude list
+    max_events: int = Field(1000, ge=1)  # per POST /events
+    max_body_bytes: int = Field(1_048_576, ge=1024)  # larger request bodies get a 413 before they are parsed
+    clock: ClockConfig = ClockConfig()
     workers: int = 2  # processes; they share live events through the log
     torch_threads: int = 1  # per process: requests already run side by side
     signal_cache_mb: float = Field(256.0, ge=0)  # per worker: users' item-CF/EASE/LM score rows, kept until their events change (0: off)

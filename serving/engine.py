@@ -7,8 +7,9 @@ training features (``models.ranking_data.candidates``): what the scorer sees in 
 what it saw in training. Live events are logged durably first, then folded into memory and
 pushed to the online store, so the next request reflects them.
 
-Fallbacks, never errors: a user with no events gets decayed popularity (``fallback``), and
-an online store that cannot be read gives the same with ``degraded`` set.
+Fallbacks, never errors: a user with no events gets decayed popularity (``fallback``); an
+online store or event log that cannot be read gives answers from what is in memory, with
+``degraded`` set. "Now" is the service clock (``serving.admission``), which no request moves.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from models.candidates import SOURCES
 from models.interactions import Interactions, positions
 from models.lm_score import ItemVectors, neighbours, normalise
 from models.ranking_data import Signals, candidates, latest_items
+from serving.admission import Clock, SeenEvents
 from serving.event_log import EventLog
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ FADING_DROP = 0.25
 
 
 class UnknownItem(KeyError):
-    """An item id that is not in the catalogue."""
+    """An item id that is not in the catalogue: ``(where, item_id)``."""
 
 
 @dataclass
@@ -77,10 +79,11 @@ class Answer:
     user_id: int
     items: list[Recommendation]
     fallback: bool = False  # decayed popularity: the user has no history
-    degraded: bool = False  # the online store could not be read
+    degraded: bool = False  # the online store or the event log could not be read
     model: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     batch: int = 1  # requests scored together with this one
+    as_of: float = 0.0  # the moment scored for (epoch seconds): context.at, else the service clock
 
 
 @dataclass
@@ -130,7 +133,11 @@ class Engine:
                      if bundle.kind == "scorer" else None)
         self.alpha = float(hp.get("alpha", 0.0))
         popularity = DecayedPopularity(half_life_days=self.settings.pop_half_life_days).fit(data)
-        self.pop, self.now = popularity.item_scores_.astype(np.float64), data.now
+        # Popularity is decayed to a reference time of its own, which live events move
+        # forward; only its order is read, so this moves no user's scores.
+        self.pop, self._pop_at = popularity.item_scores_.astype(np.float64), data.now
+        self.clock = Clock(self.params.serving.clock, data.now)
+        self.seen = SeenEvents(base)
 
         # Each user's events as item columns and seconds, time-ordered.
         order = np.lexsort((data.seconds, data.users))
@@ -149,6 +156,8 @@ class Engine:
         row_bytes = 4 * len(self.item_ids) * np.dtype(np.float32).itemsize
         self._signal_cache_users = int(self.params.serving.signal_cache_mb * 2**20 // row_bytes)
         self.signal_hits = 0
+        with event_log.locked():  # a torn tail from a crash is set aside before anything reads
+            event_log.repair()
         replayed, self._offset = event_log.read_from(0)
         if len(replayed):
             self._fold_memory(replayed)
@@ -191,6 +200,11 @@ class Engine:
         return latest_rows(table, "item_id", float("inf")).set_index("item_id")
 
     # ------------------------------------------------------------------ state
+
+    @property
+    def now(self) -> float:
+        """The service clock, in epoch seconds."""
+        return self.clock.now()
 
     def columns(self, item_ids) -> np.ndarray:
         """Catalogue column of each item id; -1 for items the models do not score."""
@@ -258,17 +272,19 @@ class Engine:
         from serving.schemas import BadRequest
 
         started = time.perf_counter()
-        self.catch_up()
+        stale = not self.catch_up()
         out: list[Answer | Exception | None] = [None] * len(asks)
         groups: dict[float, list[int]] = {}
+        clock = self.now
         for i, ask in enumerate(asks):
-            now = self.now if ask.at is None else ask.at.timestamp()
-            if now < self.now:
-                out[i] = BadRequest(f"context.at {ask.at.isoformat()} is before the latest known event "
-                                    f"{pd.Timestamp(self.now, unit='s', tz='UTC').isoformat()}")
-            elif not self.has_history(ask.user_id):
-                out[i] = Answer(ask.user_id, self.popular(ask.k, ask.exclude), fallback=True, model=self.bundle.model,
-                                timings_ms=_since(started))
+            try:
+                now = self.clock.check_at(ask.at, clock)
+            except BadRequest as error:
+                out[i] = error
+                continue
+            if not self.has_history(ask.user_id):
+                out[i] = Answer(ask.user_id, self.popular(ask.k, ask.exclude), fallback=True, degraded=stale,
+                                model=self.bundle.model, timings_ms=_since(started), as_of=now)
             else:
                 groups.setdefault(now, []).append(i)
         for now, members in groups.items():
@@ -280,7 +296,8 @@ class Engine:
                 log.warning("online store unreadable (%s): decayed popularity for %d user(s)", error, len(users))
                 for i, ask in zip(members, group):
                     out[i] = Answer(ask.user_id, self.popular(ask.k, ask.exclude | self._seen(ask.user_id)), fallback=True,
-                                    degraded=True, model=self.bundle.model, timings_ms=_since(started), batch=len(members))
+                                    degraded=True, model=self.bundle.model, timings_ms=_since(started), batch=len(members),
+                                    as_of=now)
                 continue
             read = time.perf_counter()
             if self.bundle.kind == "sequence":
@@ -289,7 +306,8 @@ class Engine:
                 lists = self._scorer(self.histories_of(users), stored, group, now)
             timings = {"online_read": round((read - started) * 1000, 2), **_since(read, "score")}
             for i, ask, items in zip(members, group, lists):
-                out[i] = Answer(ask.user_id, items, model=self.bundle.model, timings_ms=timings, batch=len(members))
+                out[i] = Answer(ask.user_id, items, degraded=stale, model=self.bundle.model, timings_ms=timings,
+                                batch=len(members), as_of=now)
         return out
 
     def _seen(self, user_id: int) -> set[int]:
@@ -465,20 +483,29 @@ class Engine:
     def explain(self, user_id: int, item_id: int, top: int = 5) -> dict:
         """Why ``item_id`` for ``user_id``: decayed interest topics (lately and fading), the
         recent items behind it with their decay weights and similarities, and the scores."""
-        column = int(self.columns([item_id])[0])
         if int(item_id) not in self.known_items:
-            raise UnknownItem(item_id)
-        self.catch_up()
+            raise UnknownItem(["body", "item_id"], item_id)
+        column = int(self.columns([item_id])[0])
+        degraded = not self.catch_up()
+        now = self.now
         hist = self.history(user_id)
         if hist is None:
-            return {"user_id": user_id, "item_id": item_id, "fallback": True, "topics": {"lately": [], "fading": []},
-                    "recent": [], "reason": REASONS["pop"]}
-        stored = self.online_user(user_id)
+            return {"user_id": user_id, "item_id": item_id, "title": self.titles.get(int(item_id), ""), "fallback": True,
+                    "degraded": degraded, "topics": {"lately": [], "fading": []}, "recent": [], "reason": REASONS["pop"]}
+        try:
+            stored = self.online_user(user_id)
+        except Exception as error:  # noqa: BLE001 - a store outage: what memory alone can tell
+            log.warning("online store unreadable (%s): /explain from memory for user %s", error, user_id)
+            stored, degraded = None, True
         half_life = self.feature_params.user_half_life_days
-        weights = decay((self.now - hist.seconds) / SECONDS_PER_DAY, half_life)
-        decayed_share = _share(stored, len(self.categories))[0]
+        weights = decay((now - hist.seconds) / SECONDS_PER_DAY, half_life)
         counts = self.item_share[hist.items].sum(axis=0)
         overall = counts / max(float(counts.sum()), 1e-12)
+        if stored is not None:
+            decayed_share = _share(stored, len(self.categories))[0]
+        else:  # the same decayed shares, from the events in memory
+            mixed = (self.item_share[hist.items] * weights[:, None]).sum(axis=0)
+            decayed_share = mixed / max(float(mixed.sum()), 1e-12)
         lately = np.argsort(-decayed_share, kind="stable")[:3]
         fading = [c for c in np.argsort(decayed_share - overall, kind="stable")
                   if decayed_share[c] < (1.0 - FADING_DROP) * overall[c]][:3]
@@ -491,29 +518,33 @@ class Engine:
             listed.add(col)
             item = int(self.item_ids[col])
             entry = {"item_id": item, "title": self.titles.get(item, ""), "decay_weight": float(f"{weights[e]:.4g}"),
-                     "days_ago": round(float((self.now - hist.seconds[e]) / SECONDS_PER_DAY), 1)}
+                     "days_ago": round(float((now - hist.seconds[e]) / SECONDS_PER_DAY), 1)}
             if column >= 0:
                 entry["cf_similarity"] = round(float(self.cf_links(np.array([col]), column)[0]), 4)
                 entry["lm_similarity"] = round(float(self.unit_vectors[col] @ self.unit_vectors[column]), 4)
             recent.append(entry)
             if len(recent) == top:
                 break
-        profile = unit_profiles(stored, self.vectors.vectors.shape[1])[0]
         vector = self._item_vector(item_id)
+        lm_score = None
+        if stored is not None and vector is not None:
+            lm_score = round(float(unit_profiles(stored, self.vectors.vectors.shape[1])[0] @ vector), 4)
         out = {
             "user_id": user_id, "item_id": item_id, "title": self.titles.get(int(item_id), ""),
-            "fallback": False,
+            "fallback": False, "degraded": degraded,
             "topics": {
                 "lately": [{"topic": self.categories[c], "weight": round(float(decayed_share[c]), 4)} for c in lately],
                 "fading": [{"topic": self.categories[c], "weight": round(float(decayed_share[c]), 4),
                             "overall": round(float(overall[c]), 4)} for c in fading],
             },
             "recent": recent,
-            "lm_score": round(float(profile @ vector), 4) if vector is not None else None,
+            "lm_score": lm_score,
             "half_life_days": half_life,
         }
-        if self.bundle.kind == "scorer" and column >= 0:
-            items, source, scores = (a[0] for a in self.scored_candidates(hist, stored, self.now))
+        if stored is None:
+            out.update(model_score=None, rank=None, source=None, reason="the online store is unreadable: no model score")
+        elif self.bundle.kind == "scorer" and column >= 0:
+            items, source, scores = (a[0] for a in self.scored_candidates(hist, stored, now))
             hit = np.flatnonzero(items == column)
             if len(hit):
                 j = int(hit[0])
@@ -532,7 +563,7 @@ class Engine:
     def similar(self, item_id: int, k: int) -> dict:
         """Text (LM) neighbours, which cold items have too, and item-CF neighbours."""
         if int(item_id) not in self.known_items:
-            raise UnknownItem(item_id)
+            raise UnknownItem(["body", "item_id"], item_id)
         entry = lambda i, s: {"item_id": int(i), "title": self.titles.get(int(i), ""), "similarity": round(float(s), 4)}  # noqa: E731
         lm = [entry(i, s) for i, s in neighbours(self.vectors, int(item_id), k)] if self._item_vector(item_id) is not None else []
         column = int(self.columns([item_id])[0])
@@ -547,46 +578,60 @@ class Engine:
             cols, values = cols[keep], values[keep]
             order = np.lexsort((cols, -values))[:k]
             cf = [entry(self.item_ids[c], v) for c, v in zip(cols[order], values[order]) if v > 0]
-        return {"item_id": int(item_id), "title": self.titles.get(int(item_id), ""), "lm": lm, "cf": cf}
+        return {"item_id": int(item_id), "title": self.titles.get(int(item_id), ""),
+                "degraded": False, "lm": lm, "cf": cf}  # from memory alone: neither the store nor the log is read
 
     # ------------------------------------------------------------------ live events
 
     def ingest(self, events: pd.DataFrame) -> dict:
         """Log ``events`` durably and push them online, then fold them into memory.
 
-        The log append and the online push happen under the log's lock: pushes read, fold and
-        write stored state, so two at once (threads or processes) would lose events. Returns
-        how many were accepted and whether the online store took them (if not, they are safe
-        in the log and in memory, and the next features run includes them)."""
+        Times outside the clock's window and unknown items refuse the whole batch before
+        anything is written. Under the log's lock, after reading what other processes
+        logged, events taken before are dropped (a retried batch is a no-op); the log append
+        and the online push happen under that lock too: pushes read, fold and write stored
+        state, so two at once (threads or processes) would lose events. Returns how many
+        were accepted, how many were duplicates, and whether the online store took them (if
+        not, they are safe in the log and in memory, and the next features run includes them).
+        Raises ``OSError`` when the log cannot be written: nothing is acknowledged then."""
         from features.live import update_items, update_lm_profiles, update_users
-        from serving.schemas import BadRequest
 
         unknown = ~events["item_id"].isin(self.known_items)
         if unknown.any():
             row = int(np.flatnonzero(unknown.to_numpy())[0])
-            raise BadRequest(f"event {row}: item_id {int(events['item_id'].iloc[row])} is not in the catalogue")
+            raise UnknownItem(["body", row, "item_id"], int(events["item_id"].iloc[row]))
+        self.clock.check_events(_seconds(events))
         online = True
         with self.log.locked():
-            self.log.append(events)
-            try:
-                update_users(self.store, events, self.bundle.items, self.feature_params)
-                update_items(self.store, events, self.feature_params)
-                update_lm_profiles(self.store, events, self.vectors.item_ids, self.vectors.vectors, self.feature_params)
-            except Exception as error:  # noqa: BLE001 - logged durably already; report, do not fail
-                log.warning("online store push failed (%s); %d events kept in %s", error, len(events), self.log.path)
-                online = False
-        self.catch_up()
-        return {"accepted": int(len(events)), "online": online}
+            self.catch_up()
+            fresh = events[self.seen.fresh(events)]
+            if len(fresh):
+                self.log.append(fresh)
+                try:
+                    update_users(self.store, fresh, self.bundle.items, self.feature_params)
+                    update_items(self.store, fresh, self.feature_params)
+                    update_lm_profiles(self.store, fresh, self.vectors.item_ids, self.vectors.vectors, self.feature_params)
+                except Exception as error:  # noqa: BLE001 - logged durably already; report, do not fail
+                    log.warning("online store push failed (%s); %d events kept in %s", error, len(fresh), self.log.path)
+                    online = False
+            self.catch_up()
+        return {"accepted": int(len(fresh)), "duplicates": int(len(events) - len(fresh)), "online": online}
 
-    def catch_up(self) -> None:
-        """Fold into memory the events logged since the last look, by this process or another."""
-        if self.log.size() == self._offset:
-            return
-        with self._lock:
-            events, self._offset = self.log.read_from(self._offset)
-            if len(events):
-                self._fold_memory(events)
-                self._fold_item_state(events)
+    def catch_up(self) -> bool:
+        """Fold into memory the events logged since the last look, by this process or another;
+        False when the log cannot be read (answers then come from what memory holds)."""
+        try:
+            if self.log.size() == self._offset:
+                return True
+            with self._lock:
+                events, self._offset = self.log.read_from(self._offset)
+                if len(events):
+                    self._fold_memory(events)
+                    self._fold_item_state(events)
+        except OSError as error:
+            log.warning("event log %s unreadable (%s): answering from memory", self.log.path, error)
+            return False
+        return True
 
     def _fold_item_state(self, events: pd.DataFrame) -> None:
         """What the online push wrote for these items, computed from the same state."""
@@ -599,7 +644,8 @@ class Engine:
         self._item_cache = None
 
     def _fold_memory(self, events: pd.DataFrame) -> None:
-        seconds = events["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]").astype("int64") / 1e6
+        self.seen.add(events)
+        seconds = _seconds(events)
         cols = self.columns(events["item_id"].to_numpy())
         users = events["user_id"].to_numpy()
         for user in np.unique(users):
@@ -609,11 +655,11 @@ class Engine:
             order = np.argsort(new_seconds, kind="stable")
             self.histories[int(user)] = (new_cols[order], new_seconds[order])
         known = cols >= 0
-        later = max(self.now, float(seconds.max()))
+        later = max(self._pop_at, float(seconds.max()))
         scale = SECONDS_PER_DAY * self.settings.pop_half_life_days
-        pop = self.pop * np.exp2(-(later - self.now) / scale)
+        pop = self.pop * np.exp2(-(later - self._pop_at) / scale)
         np.add.at(pop, cols[known], np.exp2(-np.maximum(later - seconds[known], 0.0) / scale))
-        self.pop, self.now = pop, later
+        self.pop, self._pop_at = pop, later
 
     def active_users(self, n: int) -> list[int]:
         """The ``n`` users with the most events (the demo page's picker)."""
@@ -623,7 +669,9 @@ class Engine:
     def info(self) -> dict:
         return {"model": self.bundle.model, "kind": self.bundle.kind, "dataset": self.params.data.dataset,
                 "users": len(self.histories), "items": int(len(self.item_ids)),
-                "now": pd.Timestamp(self.now, unit="s", tz="UTC").isoformat(), "hp": self.bundle.hp}
+                "now": pd.Timestamp(self.now, unit="s", tz="UTC").isoformat(), "clock": self.params.serving.clock.kind,
+                "event_log": {"set_aside": dict(self.log.rejected), "quarantine": str(self.log.quarantine)},
+                "hp": self.bundle.hp}
 
 
 def _since(started: float, name: str = "total") -> dict[str, float]:
@@ -634,6 +682,11 @@ def _feature_params(params: Params):
     from features.store import feature_params
 
     return feature_params(params.features)
+
+
+def _seconds(events: pd.DataFrame) -> np.ndarray:
+    """Event times as epoch seconds (float64)."""
+    return events["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]").astype("int64") / 1e6
 
 
 def _floats(values: list) -> np.ndarray:

@@ -1,87 +1,106 @@
-"""Request bodies of the service. Unknown fields are refused, so a typo is a 422 that names
-the field, never a silently ignored option. Limits that depend on configuration (k, batch
-size, event time range) are checked by ``check_*`` against ``params.yaml``'s ``serving``."""
-from __future__ import annotations
+"""What the service accepts and answers, built from ``params.yaml`` so that the OpenAPI
+schema states every limit the service enforces: id ranges, ``k``, list and batch sizes,
+event types, value ranges, finite numbers only, timestamps as RFC 3339 text with a zone.
 
+Nothing is coerced: ``"5"``, ``5.0`` and ``true`` are not the integer 5, and an epoch number
+is not a timestamp (its unit would be a guess). Unknown fields are refused, so a typo is a
+422 that names the field. What the schema cannot say (an item in the catalogue, a time
+within the service clock's window) is checked by the engine: 404 and 409.
+
+Every 4xx body has one shape, ``ErrorBody``: a list of ``{loc, msg, type}`` that never
+repeats the input (a 20 MB or non-finite input cannot come back).
+"""
+import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from flows.config import Params
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Context(_Strict):
-    at: datetime | None = Field(None, description="the moment to recommend for (default: the latest known event)")
-
-    @field_validator("at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("needs a timezone, e.g. 2024-05-01T12:00:00Z")
-        return value
-
-
-class RecommendRequest(_Strict):
-    user_id: int
-    k: int = 10
-    exclude: list[int] = Field(default_factory=list)
-    context: Context | None = None
-
-
-class ExplainRequest(_Strict):
-    user_id: int
-    item_id: int
-
-
-class SimilarRequest(_Strict):
-    item_id: int
-    k: int = 10
-
-
-class Event(_Strict):
-    user_id: int
-    item_id: int
-    event_type: str = "rating"
-    value: float = 1.0
-    timestamp: datetime
-
-    @field_validator("timestamp")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("needs a timezone, e.g. 2024-05-01T12:00:00Z")
-        return value.astimezone(timezone.utc)
+# Ids travel as JSON numbers: above 2^53 a JavaScript client (and any double) silently rounds
+# them to another id, and int64 storage inside (logs, Parquet, numpy) could not keep 2^63.
+MAX_ID = 2**53 - 1
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
 
 class BadRequest(ValueError):
-    """A request that is well formed but outside what the service accepts; names the field."""
+    """Well formed, but not what the service accepts (422); names the field."""
 
 
-def check_k(k: int, params: Params) -> None:
-    if not 1 <= k <= params.serving.max_k:
-        raise BadRequest(f"k must be between 1 and {params.serving.max_k}, got {k}")
+class OutsideClock(BadRequest):
+    """A time outside the window around the service clock (409): valid by the schema, refused
+    by the state of the service."""
 
 
-def check_events(events: list[Event], params: Params, now: datetime) -> None:
-    """Batch size, event types, values and time range; the message names the event's index."""
-    limit = params.serving.max_events
-    if not 1 <= len(events) <= limit:
-        raise BadRequest(f"a batch holds 1 to {limit} events, got {len(events)}")
-    weights = params.features.event_weights
-    low, high = params.validation.value_min, params.validation.value_max
-    earliest = params.validation.min_timestamp
-    latest = now.timestamp() + params.serving.max_future_s
-    for i, event in enumerate(events):
-        where = f"event {i} (user_id {event.user_id}, item_id {event.item_id})"
-        if event.event_type not in weights:
-            raise BadRequest(f"{where}: event_type {event.event_type!r} is not one of {sorted(weights)}")
-        if not low <= event.value <= high:
-            raise BadRequest(f"{where}: value {event.value} is outside [{low}, {high}]")
-        if event.timestamp < earliest:
-            raise BadRequest(f"{where}: timestamp {event.timestamp.isoformat()} is before {earliest.isoformat()}")
-        if event.timestamp.timestamp() > latest:
-            raise BadRequest(f"{where}: timestamp {event.timestamp.isoformat()} is in the future")
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    detail: list[ErrorItem]
+
+
+def _rfc3339(value: Any) -> datetime:
+    """Text with an explicit zone, parsed; anything else refused (no epoch numbers)."""
+    if not isinstance(value, str) or not RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time with a zone, e.g. 2024-05-01T12:00:00Z")
+    return datetime.fromisoformat(value.replace("z", "Z").replace("t", "T")).astimezone(timezone.utc)
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339), Field(json_schema_extra={"format": "date-time"})]
+Id = Annotated[int, Field(ge=0, le=MAX_ID)]
+
+
+@dataclass(frozen=True)
+class Models:
+    recommend: type[BaseModel]
+    explain: type[BaseModel]
+    similar: type[BaseModel]
+    event: type[BaseModel]
+
+
+def request_models(params: Params) -> Models:
+    """The request bodies under ``params``' limits."""
+    serving, validation = params.serving, params.validation
+    K = Annotated[int, Field(ge=1, le=serving.max_k, description=f"how many items, 1 to {serving.max_k}")]
+    EventType = Literal[tuple(sorted(params.features.event_weights))]  # type: ignore[valid-type]
+    Value = Annotated[float, Field(ge=validation.value_min, le=validation.value_max, allow_inf_nan=False)]
+    types = sorted(params.features.event_weights)
+    # A default only where it cannot be wrong: the one event type, a value inside the range.
+    default_type = types[0] if len(types) == 1 else ...
+    default_value = 1.0 if validation.value_min <= 1.0 <= validation.value_max else ...
+
+    class Context(_Strict):
+        at: Timestamp | None = Field(
+            None, description="the moment to recommend for: within the service clock's window (default: its now)")
+
+    class RecommendRequest(_Strict):
+        user_id: Id
+        k: K = 10
+        exclude: list[Id] = Field(default_factory=list, max_length=serving.max_exclude)
+        context: Context | None = None
+
+    class ExplainRequest(_Strict):
+        user_id: Id
+        item_id: Id
+
+    class SimilarRequest(_Strict):
+        item_id: Id
+        k: K = 10
+
+    class Event(_Strict):
+        user_id: Id
+        item_id: Id
+        event_type: EventType = Field(default_type)
+        value: Value = Field(default_value)
+        timestamp: Timestamp = Field(description="RFC 3339 with a zone, within the service clock's window")
+
+    return Models(RecommendRequest, ExplainRequest, SimilarRequest, Event)

@@ -3,9 +3,13 @@
     bentoml serve serving.service:Recommender     # from the repository, after `decayrec run`
     bentoml serve decayrec:latest                 # the bento the package step built
 
-Routes are FastAPI's, mounted on the service, so request bodies are pydantic models that
-refuse unknown fields with a 422 naming them. BentoML adds /livez, /readyz and /metrics.
-The module's top level stays light: ``bentoml build`` and every worker import it.
+Routes are FastAPI's, mounted on the service. Request bodies are strict pydantic models
+built from params.yaml (``serving.schemas``), so /openapi.json states every limit enforced;
+``serving.edge`` gives every 4xx one bounded shape and refuses oversized bodies before
+parsing. It binds 127.0.0.1 unless told otherwise (``--host``), and /events takes writes only
+with the token in ``serving.token_env``'s variable, when that is set. BentoML adds /livez,
+/readyz and /metrics. The module's top level stays light: ``bentoml build`` and every
+worker import it.
 """
 from __future__ import annotations
 
@@ -13,24 +17,27 @@ import asyncio
 import json
 import os
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import bentoml
 import orjson
-from fastapi import FastAPI, HTTPException
+from fastapi import Body, Depends, FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse, Response
 
-from flows.config import ServingConfig
+from flows.config import Params
+from serving import answers, openapi
 from serving.batching import Batcher
-from serving.schemas import BadRequest, Event, ExplainRequest, RecommendRequest, SimilarRequest, check_events, check_k
+from serving.edge import documented, install, raising_http, token_guard
+from serving.schemas import request_models
 from serving.worker import limit_threads, settle
 
 if TYPE_CHECKING:
     from serving.engine import Ask
 
 ROOT = Path(__file__).resolve().parents[1]
+EPOCH, MICROSECOND = datetime(1970, 1, 1, tzinfo=timezone.utc), timedelta(microseconds=1)
 STATIC = Path(__file__).resolve().parent / "static"
 
 
@@ -54,8 +61,22 @@ def _manifest() -> dict:
 
 
 MANIFEST = _manifest()
-SERVING = ServingConfig.model_validate(MANIFEST["params"]["serving"])
-app = FastAPI(title="decayrec", description="Time-decayed, LM-augmented recommendations")
+PARAMS = Params.model_validate(MANIFEST["params"])
+SERVING = PARAMS.serving
+MODELS = request_models(PARAMS)
+RecommendRequest, ExplainRequest, SimilarRequest, Event = MODELS.recommend, MODELS.explain, MODELS.similar, MODELS.event
+Events = Annotated[list[Event], Body(min_length=1, max_length=SERVING.max_events)]  # type: ignore[valid-type]
+# The write token comes from the environment only; unset, /events is open (and the schema says so).
+TOKEN = os.environ.get(SERVING.token_env) or None
+WRITE_GUARD = [Depends(token_guard(TOKEN))] if TOKEN else []
+
+app = FastAPI(title="decayrec", description="Time-decayed, LM-augmented recommendations", version=MANIFEST["model"])
+install(app, SERVING.max_body_bytes)
+openapi.install(app)
+READ_ERRORS = documented(400, 404, 409, 413, 422)
+SET_ASIDE = bentoml.metrics.Counter(
+    name="decayrec_event_log_set_aside", documentation="event log lines skipped: invalid, or a torn tail",
+    labelnames=["kind"])
 
 
 @bentoml.service(
@@ -83,7 +104,7 @@ class Recommender:
         self.params = bundle.params
         limit_threads(self.params.serving)
         log_path = os.environ.get("DECAYREC_EVENTS_LOG") or self.params.serving.events_log
-        self.engine = Engine(bundle, Path(self.model.path), open_store(self.params.features.store), EventLog(log_path))
+        self.engine = Engine(bundle, Path(self.model.path), open_store(self.params.features.store), EventLog(log_path, on_reject=lambda kind: SET_ASIDE.labels(kind=kind).inc()))
         # Scoring is CPU-bound Python and numpy: threads of one process only take turns on
         # the GIL, and interleaving them costs throughput (measured: 108 req/s with one
         # connection, 63 with 32). One batch or request scores at a time per process;
@@ -99,65 +120,55 @@ class Recommender:
 
     # Async: the event loop hands the request to the batcher and reads the next ones while it
     # scores, with no thread-pool hop (measured: 720 against 630 req/s at 32 connections).
-    @app.post("/recommend")
-    async def recommend(self, request: RecommendRequest) -> Response:
+    @app.post("/recommend", operation_id="recommend", response_model=None, responses={200: {"model": answers.Recommendations, "links": answers.LINKS},
+                                                            **READ_ERRORS})
+    async def recommend(self, request: RecommendRequest) -> Response:  # type: ignore[valid-type]
         from serving.engine import Ask
 
-        with _as_http():
-            check_k(request.k, self.params)
+        with raising_http():
             at = request.context.at if request.context else None
-            answer = await asyncio.wrap_future(self.batcher.submit(Ask(request.user_id, request.k, frozenset(request.exclude or ()), at)))
+            answer = await asyncio.wrap_future(self.batcher.submit(Ask(request.user_id, request.k, frozenset(request.exclude), at)))
         return Response(orjson.dumps({
             "user_id": answer.user_id, "model": answer.model, "fallback": answer.fallback, "degraded": answer.degraded,
             "items": [vars(r) for r in answer.items], "timings_ms": answer.timings_ms, "batch": answer.batch,
+            "as_of": datetime.fromtimestamp(answer.as_of, tz=timezone.utc).isoformat(),
         }), media_type="application/json")
 
-    @app.post("/explain")
-    def explain(self, request: ExplainRequest) -> dict:
-        with _as_http(), self.scoring:
+    @app.post("/explain", operation_id="explain", response_model=answers.Explanation, responses=READ_ERRORS)
+    def explain(self, request: ExplainRequest) -> dict:  # type: ignore[valid-type]
+        with raising_http(), self.scoring:
             return self.engine.explain(request.user_id, request.item_id)
 
-    @app.post("/similar")
-    def similar(self, request: SimilarRequest) -> dict:
-        with _as_http(), self.scoring:
-            check_k(request.k, self.params)
+    @app.post("/similar", operation_id="similar", response_model=answers.Similar, responses=READ_ERRORS)
+    def similar(self, request: SimilarRequest) -> dict:  # type: ignore[valid-type]
+        with raising_http(), self.scoring:
             return self.engine.similar(request.item_id, request.k)
 
-    @app.post("/events")
-    def events(self, events: list[Event]) -> dict:
+    @app.post("/events", operation_id="events", response_model=answers.Accepted, dependencies=WRITE_GUARD,
+              responses=documented(400, 404, 409, 413, 422, 503, *([401] if TOKEN else [])))
+    def events(self, events: Events) -> dict:  # type: ignore[valid-type]
+        import numpy as np
         import pandas as pd
 
-        with _as_http():
-            check_events(events, self.params, datetime.now(timezone.utc))
-            frame = pd.DataFrame([e.model_dump() for e in events])
-            frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).astype("datetime64[us, UTC]")
-            return self.engine.ingest(frame)
+        frame = pd.DataFrame([e.model_dump(exclude={"timestamp"}) for e in events])
+        # Microseconds, exactly: any year the schema admits fits (nanoseconds end in 2262).
+        micros = np.array([(e.timestamp - EPOCH) // MICROSECOND for e in events], dtype="datetime64[us]")
+        frame["timestamp"] = pd.DatetimeIndex(micros).tz_localize("UTC")
+        with raising_http():
+            try:
+                return self.engine.ingest(frame)
+            except OSError as error:
+                raise HTTPException(503, f"the event log cannot be written ({type(error).__name__}); nothing was kept") from error
 
-    @app.get("/version")
+    @app.get("/version", operation_id="version", response_model=answers.Version)
     def version(self) -> dict:
         return self.engine.info()
 
-    @app.get("/demo/users")
-    def demo_users(self, n: int = 20) -> list[int]:
+    @app.get("/demo/users", operation_id="demo_users", response_model=list[int], responses=documented(422))
+    def demo_users(self, n: Annotated[int, Query(ge=1, le=SERVING.max_k)] = 20) -> list[int]:
         """The most active users, for the demo page's picker."""
-        return self.engine.active_users(min(max(n, 1), self.params.serving.max_k))
+        return self.engine.active_users(n)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get("/", operation_id="demo", response_class=HTMLResponse)
     def demo(self) -> str:
         return (STATIC / "demo.html").read_text()
-
-
-class _as_http:
-    """Domain errors as 4xx with their message: a bad request never becomes a 500."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, error, _tb) -> bool:
-        from serving.engine import UnknownItem
-
-        if isinstance(error, BadRequest):
-            raise HTTPException(status_code=422, detail=str(error)) from error
-        if isinstance(error, UnknownItem):
-            raise HTTPException(status_code=404, detail=f"unknown item: {error.args[0]}") from error
-        return False

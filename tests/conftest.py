@@ -241,3 +241,83 @@ def prefect_api(tmp_path_factory):
         with admin.connect() as connection:
             connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         admin.dispose()
+
+
+# A catalogue title that runs script if a page ever inserts it as HTML.
+XSS_TITLE = '<img src=x onerror="document.body.dataset.pwned=1">'
+WRITE_TOKEN = "test-write-token"
+
+
+def serve(tag: str, folder: Path, env: dict[str, str], host: str | None = "127.0.0.1"):
+    """`bentoml serve <tag>` on a free port (``host`` None: the bento's own default bind);
+    returns (process, base url, log path) once it is ready."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    log_path = folder / f"serve-{port}.log"
+    args = [str(Path(sys.executable).parent / "bentoml"), "serve", tag, "--port", str(port)]
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(args + (["--host", host] if host else []), env={**os.environ, **env}, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base + "/readyz", server, log_path, 180, "bento")
+    except BaseException:
+        stop(server, group=True)
+        raise
+    return server, base, log_path
+
+
+@pytest.fixture(scope="session")
+def served(trained, tmp_path_factory):
+    """The trained champion packaged as the package step does, with every catalogue title
+    carrying markup (``XSS_TITLE``), served by its tag with a write token set; the server and
+    its workers go at the end."""
+    import bentoml
+    import pandas as pd
+
+    from flows.config import load_params
+    from models.registry import Registry
+    from serving.bundle import build_bento, write_bundle
+
+    folder = tmp_path_factory.mktemp("served")
+    params = load_params(own_store(trained, folder))
+    registry = Registry(params.train.registry_dir)
+    tag = registry.champion()
+    bundle = write_bundle(params, tag, registry.info(tag), Path(params.serving.bundle_dir))
+    items = pd.read_parquet(bundle / "items.parquet")
+    items["title"] = items["title"] + " " + XSS_TITLE
+    items.to_parquet(bundle / "items.parquet", index=False)
+    bento = build_bento(params, tag)
+    env = {"DECAYREC_EVENTS_LOG": str(folder / "events.jsonl"), "DECAYREC_METRICS": "false",
+           params.serving.token_env: WRITE_TOKEN}
+    server, base, log = serve(bento, folder, env)
+    try:
+        yield {"base": base, "bento": bentoml.bentos.get(bento), "summary": {"model": tag, "bento": bento}, "folder": folder,
+               "params": params, "log": log, "events_log": folder / "events.jsonl", "env": env}
+    finally:
+        stop(server, group=True)  # the server and the workers it started
+
+
+def call(base: str, path: str, body=None, token: str | None = WRITE_TOKEN, data: bytes | None = None,
+         headers: dict | None = None) -> tuple[int, dict | list | str]:
+    """One HTTP request: JSON ``body`` (or raw ``data``) POSTed, else a GET; (status, parsed reply)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    if body is not None:
+        data = json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            text, status = reply.read().decode(), reply.status
+    except urllib.error.HTTPError as error:
+        text, status = error.read().decode(), error.code
+    try:
+        return status, json.loads(text)
+    except json.JSONDecodeError:
+        return status, text

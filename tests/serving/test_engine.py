@@ -81,9 +81,9 @@ def test_a_known_user_gets_k_unseen_items_with_reasons(engine):
 
 def test_a_batch_answers_each_request_as_it_would_be_answered_alone(engine):
     """Known users (one twice, with other k and exclude), an unknown user, and a request
-    dated before the latest event: each gets its own answer, or its own error."""
+    dated before the service clock: each gets its own answer, or its own error."""
     from serving.engine import Ask
-    from serving.schemas import BadRequest
+    from serving.schemas import OutsideClock
 
     users = [int(u) for u in engine.bundle.events["user_id"].drop_duplicates().iloc[:4]]
     alone = engine.recommend(users[0], 10)
@@ -100,7 +100,7 @@ def test_a_batch_answers_each_request_as_it_would_be_answered_alone(engine):
         assert answer.batch == 5 and not answer.fallback
     assert [r.item_id for r in answers[4].items] == [r.item_id for r in alone.items[2:5]]
     assert answers[5].fallback and len(answers[5].items) == 4
-    assert isinstance(answers[6], BadRequest) and "before the latest known event" in str(answers[6])
+    assert isinstance(answers[6], OutsideClock) and "outside the service clock's window" in str(answers[6])
 
 
 def test_an_unknown_user_gets_decayed_popularity_marked_fallback(engine):
@@ -144,7 +144,7 @@ def test_live_events_are_logged_and_change_the_next_answer(trained, tmp_path):
     events = pd.DataFrame({"user_id": [user, user], "item_id": [first[0].item_id, first[1].item_id],
                            "event_type": ["rating", "rating"], "value": [5.0, 4.0], "timestamp": [at, at]})
     events["timestamp"] = events["timestamp"].astype("datetime64[us, UTC]")
-    assert engine.ingest(events) == {"accepted": 2, "online": True}
+    assert engine.ingest(events) == {"accepted": 2, "duplicates": 0, "online": True}
     logged = engine.log.read()
     assert list(logged["item_id"]) == [first[0].item_id, first[1].item_id]
     after = [r.item_id for r in engine.recommend(user, 10).items]
@@ -189,12 +189,12 @@ def _listed(answer) -> list[tuple[int, float]]:
 
 
 def test_unknown_items_in_events_are_refused_before_anything_is_written(engine):
-    from serving.schemas import BadRequest
+    from serving.engine import UnknownItem
 
     before = len(engine.log.read())
     events = pd.DataFrame({"user_id": [1], "item_id": [-7], "event_type": ["rating"], "value": [3.0],
                            "timestamp": pd.to_datetime([engine.now], unit="s", utc=True).astype("datetime64[us, UTC]")})
-    with pytest.raises(BadRequest, match="event 0: item_id -7"):
+    with pytest.raises(UnknownItem, match="-7"):
         engine.ingest(events)
     assert len(engine.log.read()) == before
 
