@@ -28,10 +28,10 @@ import pandas as pd
 from features.interest import SECONDS_PER_DAY, categories_of, category_weights, decayed_count, read_items
 from features.lm_profile import unit_profiles
 from flows.config import Params
-from models.baselines import EASE, DecayedItemKNN, DecayedPopularity, decay, minmax_rows
+from models.baselines import EASE, DecayedItemKNN, DecayedPopularity, minmax_rows
 from models.candidates import SOURCES
 from models.interactions import Interactions, positions
-from models.lm_score import ItemVectors, neighbours, normalise
+from models.lm_score import ItemVectors, normalise
 from models.ranking_data import Signals, candidates, latest_items
 from serving.admission import Clock, SeenEvents
 from serving.event_log import EventLog
@@ -44,11 +44,6 @@ REASONS = {
     "lm": "its description is close to {item}",
     "pop": "popular right now",
 }
-
-
-# A topic is "fading" when its decayed share of interest is this much (relative) below its
-# share over all the user's events.
-FADING_DROP = 0.25
 
 
 class UnknownItem(KeyError):
@@ -331,7 +326,7 @@ class Engine:
             lm=lm,
             lm_recent=lm_recent,
             pop=self.pop.astype(np.float32),  # decaying it to ``now`` would not change its order
-            user_share=_share(stored, len(self.categories)),
+            user_share=stored_shares(stored, len(self.categories)),
             user_events=events,
             user_last=last,
             now=now,
@@ -435,7 +430,7 @@ class Engine:
                     continue
                 name = SOURCES[source[r, j]]
                 out.append(Recommendation(item, self.titles.get(item, str(item)), float(scores[r, j]), name,
-                                          self._reason(name, seen, items[r, j])))
+                                          self.reason(name, seen, items[r, j])))
                 if len(out) == ask.k:
                     break
             lists.append(out)
@@ -454,9 +449,9 @@ class Engine:
         scores[excluded[excluded >= 0]] = -np.inf
         top = np.argsort(-scores, kind="stable")[:k]
         return [Recommendation(int(self.item_ids[c]), self.titles.get(int(self.item_ids[c]), ""), float(scores[c]),
-                               "sequence", self._reason("lm", seen, c)) for c in top if np.isfinite(scores[c])]
+                               "sequence", self.reason("lm", seen, c)) for c in top if np.isfinite(scores[c])]
 
-    def _reason(self, source: str, seen: np.ndarray, column: int) -> str:
+    def reason(self, source: str, seen: np.ndarray, column: int) -> str:
         """A short reason: the user's item (of ``seen`` columns) that led to it, by CF
         similarity or by text."""
         if source not in ("cf", "lm"):
@@ -477,109 +472,6 @@ class Engine:
             return np.zeros(len(seen))
         pos = np.minimum(np.searchsorted(rows, seen), len(rows) - 1)
         return np.where(rows[pos] == seen, values[pos], 0.0)
-
-    # ------------------------------------------------------------------ explain, similar
-
-    def explain(self, user_id: int, item_id: int, top: int = 5) -> dict:
-        """Why ``item_id`` for ``user_id``: decayed interest topics (lately and fading), the
-        recent items behind it with their decay weights and similarities, and the scores."""
-        if int(item_id) not in self.known_items:
-            raise UnknownItem(["body", "item_id"], item_id)
-        column = int(self.columns([item_id])[0])
-        degraded = not self.catch_up()
-        now = self.now
-        hist = self.history(user_id)
-        if hist is None:
-            return {"user_id": user_id, "item_id": item_id, "title": self.titles.get(int(item_id), ""), "fallback": True,
-                    "degraded": degraded, "topics": {"lately": [], "fading": []}, "recent": [], "reason": REASONS["pop"]}
-        try:
-            stored = self.online_user(user_id)
-        except Exception as error:  # noqa: BLE001 - a store outage: what memory alone can tell
-            log.warning("online store unreadable (%s): /explain from memory for user %s", error, user_id)
-            stored, degraded = None, True
-        half_life = self.feature_params.user_half_life_days
-        weights = decay((now - hist.seconds) / SECONDS_PER_DAY, half_life)
-        counts = self.item_share[hist.items].sum(axis=0)
-        overall = counts / max(float(counts.sum()), 1e-12)
-        if stored is not None:
-            decayed_share = _share(stored, len(self.categories))[0]
-        else:  # the same decayed shares, from the events in memory
-            mixed = (self.item_share[hist.items] * weights[:, None]).sum(axis=0)
-            decayed_share = mixed / max(float(mixed.sum()), 1e-12)
-        lately = np.argsort(-decayed_share, kind="stable")[:3]
-        fading = [c for c in np.argsort(decayed_share - overall, kind="stable")
-                  if decayed_share[c] < (1.0 - FADING_DROP) * overall[c]][:3]
-        order = np.argsort(-hist.seconds, kind="stable")
-        recent, listed = [], set()
-        for e in order:
-            col = int(hist.items[e])
-            if col in listed:
-                continue
-            listed.add(col)
-            item = int(self.item_ids[col])
-            entry = {"item_id": item, "title": self.titles.get(item, ""), "decay_weight": float(f"{weights[e]:.4g}"),
-                     "days_ago": round(float((now - hist.seconds[e]) / SECONDS_PER_DAY), 1)}
-            if column >= 0:
-                entry["cf_similarity"] = round(float(self.cf_links(np.array([col]), column)[0]), 4)
-                entry["lm_similarity"] = round(float(self.unit_vectors[col] @ self.unit_vectors[column]), 4)
-            recent.append(entry)
-            if len(recent) == top:
-                break
-        vector = self._item_vector(item_id)
-        lm_score = None
-        if stored is not None and vector is not None:
-            lm_score = round(float(unit_profiles(stored, self.vectors.vectors.shape[1])[0] @ vector), 4)
-        out = {
-            "user_id": user_id, "item_id": item_id, "title": self.titles.get(int(item_id), ""),
-            "fallback": False, "degraded": degraded,
-            "topics": {
-                "lately": [{"topic": self.categories[c], "weight": round(float(decayed_share[c]), 4)} for c in lately],
-                "fading": [{"topic": self.categories[c], "weight": round(float(decayed_share[c]), 4),
-                            "overall": round(float(overall[c]), 4)} for c in fading],
-            },
-            "recent": recent,
-            "lm_score": lm_score,
-            "half_life_days": half_life,
-        }
-        if stored is None:
-            out.update(model_score=None, rank=None, source=None, reason="the online store is unreadable: no model score")
-        elif self.bundle.kind == "scorer" and column >= 0:
-            items, source, scores = (a[0] for a in self.scored_candidates(hist, stored, now))
-            hit = np.flatnonzero(items == column)
-            if len(hit):
-                j = int(hit[0])
-                out.update(model_score=round(float(scores[j]), 4), rank=int((scores > scores[j]).sum()) + 1,
-                           source=SOURCES[source[j]], reason=self._reason(SOURCES[source[j]], np.unique(hist.items), column))
-            else:
-                out.update(model_score=None, rank=None, source=None, reason="not among the user's candidates")
-        return out
-
-    def _item_vector(self, item_id: int) -> np.ndarray | None:
-        pos = int(np.searchsorted(self.vectors.item_ids, item_id))
-        if pos < len(self.vectors.item_ids) and self.vectors.item_ids[pos] == item_id:
-            return normalise(self.vectors.vectors[pos : pos + 1])[0]
-        return None
-
-    def similar(self, item_id: int, k: int) -> dict:
-        """Text (LM) neighbours, which cold items have too, and item-CF neighbours."""
-        if int(item_id) not in self.known_items:
-            raise UnknownItem(["body", "item_id"], item_id)
-        entry = lambda i, s: {"item_id": int(i), "title": self.titles.get(int(i), ""), "similarity": round(float(s), 4)}  # noqa: E731
-        lm = [entry(i, s) for i, s in neighbours(self.vectors, int(item_id), k)] if self._item_vector(item_id) is not None else []
-        column = int(self.columns([item_id])[0])
-        cf = []
-        if column >= 0:
-            # The items most similar to this one: its column, as the similarity is symmetric
-            # before each item keeps its top k.
-            sim = self._similar_to
-            start, end = sim.indptr[column], sim.indptr[column + 1]
-            cols, values = sim.indices[start:end], sim.data[start:end]
-            keep = cols != column
-            cols, values = cols[keep], values[keep]
-            order = np.lexsort((cols, -values))[:k]
-            cf = [entry(self.item_ids[c], v) for c, v in zip(cols[order], values[order]) if v > 0]
-        return {"item_id": int(item_id), "title": self.titles.get(int(item_id), ""),
-                "degraded": False, "lm": lm, "cf": cf}  # from memory alone: neither the store nor the log is read
 
     # ------------------------------------------------------------------ live events
 
@@ -694,7 +586,7 @@ def _floats(values: list) -> np.ndarray:
     return np.nan_to_num(np.array([np.nan if v is None else v for v in values], dtype=np.float64), nan=0.0)
 
 
-def _share(stored, n: int) -> np.ndarray:
+def stored_shares(stored, n: int) -> np.ndarray:
     values = stored["interest_share"]
     out = np.zeros((len(values), n), dtype=np.float32)
     for i, value in enumerate(values):

@@ -70,6 +70,11 @@ class Models:
 def request_models(params: Params) -> Models:
     """The request bodies under ``params``' limits."""
     serving, validation = params.serving, params.validation
+    clock = serving.clock
+    window = (f"within [now - {clock.past_s:g} s, now + {clock.future_s:g} s] of the service clock "
+              f"({clock.kind}; GET /version says its now), else 409")
+    ahead = (f"the moment to recommend for, within [now - {clock.future_s:g} s, now + {clock.ahead_s:g} s] of the "
+             f"service clock, else 409 (default: its now)")
     K = Annotated[int, Field(ge=1, le=serving.max_k, description=f"how many items, 1 to {serving.max_k}")]
     EventType = Literal[tuple(sorted(params.features.event_weights))]  # type: ignore[valid-type]
     Value = Annotated[float, Field(ge=validation.value_min, le=validation.value_max, allow_inf_nan=False)]
@@ -79,8 +84,7 @@ def request_models(params: Params) -> Models:
     default_value = 1.0 if validation.value_min <= 1.0 <= validation.value_max else ...
 
     class Context(_Strict):
-        at: Timestamp | None = Field(
-            None, description="the moment to recommend for: within the service clock's window (default: its now)")
+        at: Timestamp | None = Field(None, description=ahead)
 
     class RecommendRequest(_Strict):
         user_id: Id
@@ -101,6 +105,6 @@ def request_models(params: Params) -> Models:
         item_id: Id
         event_type: EventType = Field(default_type)
         value: Value = Field(default_value)
-        timestamp: Timestamp = Field(description="RFC 3339 with a zone, within the service clock's window")
+        timestamp: Timestamp = Field(description=f"RFC 3339 with a zone, {window}")
 
     return Models(RecommendRequest, ExplainRequest, SimilarRequest, Event)

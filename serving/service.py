@@ -70,7 +70,9 @@ Events = Annotated[list[Event], Body(min_length=1, max_length=SERVING.max_events
 TOKEN = os.environ.get(SERVING.token_env) or None
 WRITE_GUARD = [Depends(token_guard(TOKEN))] if TOKEN else []
 
-app = FastAPI(title="decayrec", description="Time-decayed, LM-augmented recommendations", version=MANIFEST["model"])
+app = FastAPI(title="decayrec", version=MANIFEST["model"], description=(
+    "Time-decayed, LM-augmented recommendations. Request bodies over "
+    f"{SERVING.max_body_bytes} bytes get a 413 before they are parsed; every 4xx body is ErrorBody."))
 install(app, SERVING.max_body_bytes)
 openapi.install(app)
 READ_ERRORS = documented(400, 404, 409, 413, 422)
@@ -136,13 +138,17 @@ class Recommender:
 
     @app.post("/explain", operation_id="explain", response_model=answers.Explanation, responses=READ_ERRORS)
     def explain(self, request: ExplainRequest) -> dict:  # type: ignore[valid-type]
+        from serving.explain import explain
+
         with raising_http(), self.scoring:
-            return self.engine.explain(request.user_id, request.item_id)
+            return explain(self.engine, request.user_id, request.item_id)
 
     @app.post("/similar", operation_id="similar", response_model=answers.Similar, responses=READ_ERRORS)
     def similar(self, request: SimilarRequest) -> dict:  # type: ignore[valid-type]
+        from serving.explain import similar
+
         with raising_http(), self.scoring:
-            return self.engine.similar(request.item_id, request.k)
+            return similar(self.engine, request.item_id, request.k)
 
     @app.post("/events", operation_id="events", response_model=answers.Accepted, dependencies=WRITE_GUARD,
               responses=documented(400, 404, 409, 413, 422, 503, *([401] if TOKEN else [])))

@@ -110,9 +110,11 @@ def test_an_unknown_user_gets_decayed_popularity_marked_fallback(engine):
 
 
 def test_explain_names_topics_recent_items_with_decay_weights_and_the_lm_score(engine):
+    from serving.explain import explain
+
     user = int(engine.bundle.events["user_id"].iloc[0])
     top = engine.recommend(user, 1).items[0]
-    why = engine.explain(user, top.item_id)
+    why = explain(engine, user, top.item_id)
     assert why["topics"]["lately"] and all(t["topic"] in engine.categories for t in why["topics"]["lately"])
     weights = [r["decay_weight"] for r in why["recent"]]
     assert weights and all(0 <= w <= 1 for w in weights)
@@ -123,13 +125,14 @@ def test_explain_names_topics_recent_items_with_decay_weights_and_the_lm_score(e
 
 def test_similar_gives_text_and_cf_neighbours_and_refuses_unknown_items(engine):
     from serving.engine import UnknownItem
+    from serving.explain import similar
 
     item = int(engine.bundle.events["item_id"].value_counts().index[0])
-    found = engine.similar(item, 5)
+    found = similar(engine, item, 5)
     assert len(found["lm"]) == 5 and len(found["cf"]) == 5
     assert item not in {n["item_id"] for n in found["lm"] + found["cf"]}
     with pytest.raises(UnknownItem):
-        engine.similar(-5, 5)
+        similar(engine, -5, 5)
 
 
 def test_live_events_are_logged_and_change_the_next_answer(trained, tmp_path):
