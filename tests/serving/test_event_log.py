@@ -59,6 +59,19 @@ def test_an_append_after_a_torn_tail_starts_on_its_own_line_and_is_read_back(tmp
     assert kept["kind"] == "torn" and kept["line"] == '{"user_id": 1, "item_'
 
 
+def test_a_torn_tail_longer_than_the_repair_window_is_cut_at_its_own_start(tmp_path):
+    log = EventLog(tmp_path / "events.jsonl")
+    with log.locked():
+        log.append(events(3))
+    whole = log.size()
+    with log.path.open("a") as handle:
+        handle.write('{"user_id": 1, "item_id": "' + "x" * 200_000)
+    torn = log.size() - whole
+    with log.locked():
+        assert log.repair() == torn
+    assert log.size() == whole and len(log.read()) == 3
+
+
 @pytest.mark.parametrize(
     ("line", "reason"),
     [
