@@ -55,7 +55,11 @@ def recommend_script(users: list[int], k: int) -> str:
 def events_script(users: list[int], items: list[int], at: str, batch: int) -> str:
     return (f"local users = {{{', '.join(map(str, users))}}}\n"
             f"local items = {{{', '.join(map(str, items))}}}\n"
-            "math.randomseed(7)\n"
+            # A seed per wrk thread: one seed for all would send the same events from each,
+            # and the service counts a repeated event once.
+            "local threads = 0\n"
+            "setup = function(thread) threads = threads + 1; thread:set('id', threads) end\n"
+            "init = function() math.randomseed(7 + id) end\n"
             "request = function()\n"
             "  local parts = {}\n"
             f"  for i = 1, {batch} do\n"

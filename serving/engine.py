@@ -506,7 +506,7 @@ class Engine:
                 except Exception as error:  # noqa: BLE001 - logged durably already; report, do not fail
                     log.warning("online store push failed (%s); %d events kept in %s", error, len(fresh), self.log.path)
                     online = False
-            self.catch_up()
+        self.catch_up()  # outside the lock: the events are in the log, and the next writer reads them first
         return {"accepted": int(len(fresh)), "duplicates": int(len(events) - len(fresh)), "online": online}
 
     def catch_up(self) -> bool:
