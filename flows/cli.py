@@ -242,6 +242,26 @@ def format_summary(params, validated: dict, splits: dict, seconds: float) -> str
     return "\n".join(lines)
 
 
+def cmd_dag(args: argparse.Namespace) -> int:
+    """dvc.yaml from the step table: printed, written (--write) or compared (--check)."""
+    from flows.config import load_params
+    from flows.pipeline import dvc_yaml
+
+    text = dvc_yaml(load_params(args.params))
+    target = Path(args.params).resolve().parent / "dvc.yaml"
+    if args.check:
+        if target.exists() and target.read_text() == text:
+            return 0
+        print(f"{target} differs from the step table in flows/pipeline.py: run `decayrec dag --write`", file=sys.stderr)
+        return 1
+    if args.write:
+        target.write_text(text)
+        print(f"wrote {target}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="decayrec", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
@@ -270,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--name", help="deployment name (default: retrain-<dataset>)")
     evaluate = add("evaluate", cmd_evaluate, "tune, refit and test every baseline; write the report")
     evaluate.add_argument("--protocol", choices=["P0", "P1", "P2"], help="one protocol (default: evaluate.protocols)")
+    dag = add("dag", cmd_dag, "dvc.yaml generated from the step table (flows/pipeline.py)")
+    dag.add_argument("--write", action="store_true", help="write it next to the params file")
+    dag.add_argument("--check", action="store_true", help="exit 1 when the file there differs")
     check = add("validate", cmd_validate, "validate the ingested tables, or any event file with --events")
     check.add_argument("--events", help="an event file to check (CSV or Parquet)")
     check.add_argument("--items", help="its item catalogue (optional)")

@@ -8,7 +8,8 @@ train (search, evaluate beside the baselines, gate, register) -> package.
   Redis/PostgreSQL connection, a timeout); a data error fails at once, since the same data
   would fail the same way.
 - Caching: each task's cache key is a hash of its input files, its ``params.yaml`` sections
-  and the package's code, so a rerun on unchanged data skips finished work. A task whose
+  and the source files it runs, all from the step table (``flows/pipeline.py``) that
+  dvc.yaml is generated from, so a rerun on unchanged data skips finished work. A task whose
   output files are missing runs anyway (and refreshes its cache entry): a skipped step must
   have left its files.
 - A validation failure stops the run before anything downstream: the champion, the feature
@@ -19,14 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows import steps
 from flows.config import Params, load_params
+from flows.pipeline import BY_NAME, Step
 
 log = logging.getLogger(__name__)
 
@@ -89,61 +89,45 @@ def file_digest(paths: list[Path]) -> str | None:
     return digest.hexdigest()
 
 
-def code_digest() -> str:
-    digest = hashlib.sha256()
-    for file in sorted(p for package in ("features", "models", "flows", "serving") for p in (ROOT / package).rglob("*.py")):
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
-
-
-def cache_key(inputs: Callable[[Params], list[Path]], sections: tuple[str, ...]):
-    """A Prefect ``cache_key_fn``: input files + params sections + code; None (no cache)
-    while an input is missing."""
+def cache_key(step: Step):
+    """A Prefect ``cache_key_fn`` for ``step``: its input files, its params sections and its
+    source files; None (no cache) while an input is missing."""
 
     def key(context, arguments) -> str | None:
         params: Params = arguments["params"]
-        files = file_digest(inputs(params))
+        files = file_digest(step.reads(params))
         if files is None:
             return None
-        config = json.dumps({s: getattr(params, s).model_dump(mode="json") for s in sections}, sort_keys=True)
-        name = context.task.name
-        return hashlib.sha256(f"{name}|{files}|{config}|{code_digest()}".encode()).hexdigest()
+        dumped = params.model_dump(mode="json", by_alias=True)
+        config = json.dumps({s: dumped[s] for s in step.sections}, sort_keys=True)
+        code = file_digest([ROOT / f for f in step.code()])
+        return hashlib.sha256(f"{step.name}|{files}|{config}|{code}".encode()).hexdigest()
 
     return key
 
 
-OUTPUTS: dict[str, Callable[[Params], list[Path]]] = {}
-
-
-def _task(name: str, inputs=None, outputs=None, sections: tuple[str, ...] = ()):
-    options = dict(name=name, retries=RETRIES, retry_delay_seconds=BACKOFF_S,
-                   retry_condition_fn=retry_transient)
-    if inputs is not None:
-        options.update(cache_key_fn=cache_key(inputs, sections), persist_result=True)
-        OUTPUTS[name] = outputs
+def _task(name: str, cached: bool = True):
+    options = dict(name=name, retries=RETRIES, retry_delay_seconds=BACKOFF_S, retry_condition_fn=retry_transient)
+    if cached:
+        options.update(cache_key_fn=cache_key(BY_NAME[name]), persist_result=True)
     return task(**options)
 
 
 def call(step, params: Params):
     """Run a task; with its outputs missing, past its cache (and refresh the entry)."""
-    outputs = OUTPUTS.get(step.name)
-    if outputs is not None and any(not Path(p).exists() for p in outputs(params)):
+    if any(not Path(p).exists() for p in BY_NAME[step.name].outputs(params)):
         step = step.with_options(refresh_cache=True)
     return step(params)
 
 
-def _validated(p: Params) -> list[Path]:
-    return [p.validation.validated_dir / "events.parquet", p.validation.validated_dir / "items.parquet"]
-
-
-@_task("ingest")
+@_task("ingest", cached=False)
 def ingest(params: Params) -> dict:
-    return steps.ingest_step(params)  # cheap; what follows is keyed on its output's content
+    return BY_NAME["ingest"].run(params)  # cheap; what follows is keyed on its output's content
 
 
-@_task("validate", inputs=lambda p: [p.data.interim_dir], outputs=lambda p: _validated(p), sections=("validate_",))
+@_task("validate")
 def validate(params: Params) -> dict:
-    summary = steps.validate_step(params)
+    summary = BY_NAME["validate"].run(params)
     create_markdown_artifact(
         key="validation-summary",
         markdown=(f"# Validation passed: {params.data.dataset}\n\n"
@@ -155,32 +139,29 @@ def validate(params: Params) -> dict:
     return summary
 
 
-@_task("split", inputs=_validated, outputs=lambda p: [p.split.out_dir], sections=("split",))
+@_task("split")
 def split(params: Params) -> dict:
-    return steps.split_step(params)
+    return BY_NAME["split"].run(params)
 
 
-@_task("features", inputs=_validated, outputs=lambda p: [p.features.out_dir], sections=("features",))
+@_task("features")
 def features(params: Params) -> dict:
-    return steps.features_step(params)
+    return BY_NAME["features"].run(params)
 
 
-@_task("embed", inputs=lambda p: [p.validation.validated_dir / "items.parquet"], outputs=lambda p: [p.lm.out],
-       sections=("lm",))
+@_task("embed")
 def embed(params: Params) -> dict:
-    return steps.embed_step(params)
+    return BY_NAME["embed"].run(params)
 
 
-@_task("profiles", inputs=lambda p: [p.validation.validated_dir / "events.parquet", p.lm.out],
-       outputs=lambda p: [p.features.profiles_dir], sections=("features",))
+@_task("profiles")
 def profiles(params: Params) -> dict:
-    return steps.profiles_step(params)
+    return BY_NAME["profiles"].run(params)
 
 
-@_task("train", inputs=lambda p: [p.split.out_dir, p.lm.out], outputs=lambda p: [p.train.out_dir / "summary.json"],
-       sections=("train", "evaluate"))
+@_task("train")
 def train(params: Params) -> dict:
-    summary = steps.train_step(params)
+    summary = BY_NAME["train"].run(params)
     rows = [
         {"protocol": protocol, "model": name, **{k: row.get(k) for k in ("ndcg_at_10", "recall_at_10", "coverage_at_10", "ild_at_10")}}
         for protocol, models in summary["protocols"].items()
@@ -196,10 +177,9 @@ def train(params: Params) -> dict:
     return summary
 
 
-@_task("package", inputs=lambda p: [p.train.registry_dir / "champion.json", *_validated(p), p.lm.out],
-       outputs=lambda p: [p.serving.bundle_dir / "bundle.json"], sections=("features", "train", "serving"))
+@_task("package")
 def package(params: Params) -> dict:
-    summary = steps.package_step(params)
+    summary = BY_NAME["package"].run(params)
     create_markdown_artifact(
         key="bento",
         markdown=f"# Bento {summary['bento']}\n\nmodel {summary['model']}\n\nserve: `bentoml serve {summary['bento']}`\n",

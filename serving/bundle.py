@@ -1,8 +1,9 @@
 """The package step's output: the serving bundle and the bento built around it.
 
 The bundle is what the service needs besides code and the model: the champion's tag and
-kind, the params it was trained under, the catalogue, the item vectors and the events it
-learnt from. The bento packs the bundle, the code and the model (by tag), so that
+kind, the params sections the service reads (``SECTIONS``: the package step's params in
+dvc.yaml, so a change to any of them, and only to them, repackages), the catalogue, the item
+vectors and the events it learnt from. The bento packs the bundle, the code and the model (by tag), so that
 ``bentoml serve <bento tag>`` runs anywhere the online store and event log are reachable.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from flows.config import Params
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE = "serving.service:Recommender"
+SECTIONS = ("data", "validate", "features", "train", "serving")  # params.yaml sections the service reads
 # What the bento's source holds: the packages the service imports, and the bundle.
 PACKAGES = ("features", "flows", "models", "serving")
 
@@ -33,7 +35,7 @@ def write_bundle(params: Params, model: str, info: dict, out: Path) -> Path:
     manifest = {
         "model": model, "kind": info["labels"].get("kind", "scorer"), "hp": info["params"],
         "labels": info["labels"], "metrics": info["metrics"],
-        "params": runtime.model_dump(mode="json", by_alias=True),
+        "params": {k: v for k, v in runtime.model_dump(mode="json", by_alias=True).items() if k in SECTIONS},
     }
     (out / "bundle.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     validated = params.validation.validated_dir

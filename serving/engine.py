@@ -29,7 +29,7 @@ from features.interest import SECONDS_PER_DAY, categories_of, category_weights, 
 from features.lm_profile import unit_profiles
 from flows.config import Params
 from models.baselines import EASE, DecayedItemKNN, DecayedPopularity, minmax_rows
-from models.candidates import SOURCES
+from models.candidates import SOURCES, CandidateConfig
 from models.interactions import Interactions, positions
 from models.lm_score import ItemVectors, normalise
 from models.ranking_data import Signals, candidates, latest_items
@@ -96,11 +96,10 @@ class Bundle:
 
 class Engine:
     def __init__(self, bundle: Bundle, model_dir: Path, store, event_log: EventLog) -> None:
-        from flows.steps import train_settings
-
         self.bundle, self.store, self.log = bundle, store, event_log
         self.params = bundle.params
-        self.settings = train_settings(self.params.train)
+        self.train = self.params.train
+        self.candidate_config = CandidateConfig(**self.train.candidates.model_dump())
         self.feature_params = _feature_params(self.params)
         self._lock = threading.Lock()
         started = time.perf_counter()
@@ -121,13 +120,13 @@ class Engine:
         # A sequence champion has no CF half-life of its own; /similar and reasons then use
         # the user interest half-life.
         half_life = float(hp.get("half_life_days", self.feature_params.user_half_life_days))
-        self.knn = DecayedItemKNN(k=self.settings.knn_k, half_life_days=half_life).fit(data)
+        self.knn = DecayedItemKNN(k=self.train.knn_k, half_life_days=half_life).fit(data)
         self._similar_to = self.knn.similarity_.tocsc()  # column j: the items that lead to j
         self._similar_to.sort_indices()  # rows ascending in each column: searchable
-        self.ease = (EASE(reg=float(hp["ease_reg"]), max_items=self.settings.ease_max_items).fit(data)
+        self.ease = (EASE(reg=float(hp["ease_reg"]), max_items=self.train.ease_max_items).fit(data)
                      if bundle.kind == "scorer" else None)
         self.alpha = float(hp.get("alpha", 0.0))
-        popularity = DecayedPopularity(half_life_days=self.settings.pop_half_life_days).fit(data)
+        popularity = DecayedPopularity(half_life_days=self.train.pop_half_life_days).fit(data)
         # Popularity is decayed to a reference time of its own, which live events move
         # forward; only its order is read, so this moves no user's scores.
         self.pop, self._pop_at = popularity.item_scores_.astype(np.float64), data.now
@@ -371,7 +370,7 @@ class Engine:
         return out
 
     def _compute_user_signals(self, hist: Interactions, profile: np.ndarray) -> list[np.ndarray]:
-        m = self.settings.candidates.recent_items
+        m = self.candidate_config.recent_items
         recent = latest_items(hist, m)
         recent_vectors = self.unit_vectors[np.maximum(recent, 0)] * (recent >= 0)[..., None]
         # One pass over the catalogue's vectors for every profile and recent item: it is
@@ -407,7 +406,7 @@ class Engine:
         profile = unit_profiles(stored, self.unit_vectors.shape[1])
         signals = self.signals(hist, stored, now, profile)
         short, long = self.item_features(now)
-        items, source, features = candidates(signals, self.item_share, short, long, self.alpha, self.settings.candidates)
+        items, source, features = candidates(signals, self.item_share, short, long, self.alpha, self.candidate_config)
         torch = self._torch
         with torch.no_grad():
             scores = self.model.score_projected(
@@ -548,7 +547,7 @@ class Engine:
             self.histories[int(user)] = (new_cols[order], new_seconds[order])
         known = cols >= 0
         later = max(self._pop_at, float(seconds.max()))
-        scale = SECONDS_PER_DAY * self.settings.pop_half_life_days
+        scale = SECONDS_PER_DAY * self.train.pop_half_life_days
         pop = self.pop * np.exp2(-(later - self._pop_at) / scale)
         np.add.at(pop, cols[known], np.exp2(-np.maximum(later - seconds[known], 0.0) / scale))
         self.pop, self._pop_at = pop, later

@@ -3,6 +3,7 @@ rerun, a validation failure that halts and leaves everything as it was, and a tr
 Redis failure that is retried."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 import uuid
@@ -128,6 +129,7 @@ def test_a_transient_redis_failure_is_retried_then_succeeds(prefect_api, tmp_pat
     from flows import retrain as module
     from flows import steps
     from flows.config import StoreConfig, load_params
+    from flows.pipeline import BY_NAME
 
     name = f"flow{uuid.uuid4().hex[:8]}"
     store = {"profile": "production", "project": name, "local_dir": str(tmp_path / "feast"),
@@ -145,7 +147,7 @@ def test_a_transient_redis_failure_is_retried_then_succeeds(prefect_api, tmp_pat
             p = p.model_copy(update={"features": p.features.model_copy(update={"store": closed})})
         return real(p)
 
-    monkeypatch.setattr(steps, "features_step", first_attempt_on_a_closed_port)
+    monkeypatch.setitem(BY_NAME, "features", dataclasses.replace(BY_NAME["features"], run=first_attempt_on_a_closed_port))
 
     @flow
     def features_only(p):
