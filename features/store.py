@@ -101,8 +101,47 @@ def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> None:
         table.to_parquet(out_dir / f"{name}.parquet", index=False)
 
 
-def apply(store: FeatureStore, repo: Repository) -> None:
+def made_with(cfg: FeaturesConfig) -> str:
+    """The settings stored state depends on, as the text the views are tagged with."""
+    import json
+
+    return json.dumps({
+        "user_half_life_days": cfg.user_half_life_days, "item_short_half_life_days": cfg.item_short_half_life_days,
+        "item_long_half_life_days": cfg.item_long_half_life_days, "windows_days": list(cfg.windows_days),
+        "event_weights": dict(cfg.event_weights), "value_mode": cfg.value_mode,
+    }, sort_keys=True)
+
+
+def stored_made_with(store: FeatureStore) -> str | None:
+    """The settings the online rows were made with (a view's tag); None for an untagged or
+    unregistered store."""
+    try:
+        return store.get_feature_view(DECAY_VIEWS[0]).tags.get("made_with")
+    except Exception:  # noqa: BLE001 - Feast raises its own not-found errors
+        return None
+
+
+def apply(store: FeatureStore, repo: Repository) -> list[str]:
+    """Register ``repo``. A view whose rows were made with other settings (its ``made_with``
+    tag) is deleted first, online rows and all, so the next materialization starts it from
+    nothing: no row made with an old half-life or weight survives, even one that the
+    incremental load would not reach. Returns the views deleted."""
+    from feast.errors import FeatureViewNotFoundException
+
+    stale = []
+    for view in repo.views():
+        try:
+            old = store.get_feature_view(view.name)
+        except FeatureViewNotFoundException:
+            continue
+        if old.tags.get("made_with") != view.tags.get("made_with"):
+            stale.append(old)
+    if stale:
+        log.info("feature views %s were made with other settings (%s -> %s): rebuilt from nothing",
+                 [v.name for v in stale], stale[0].tags.get("made_with"), repo.user_interest.tags.get("made_with"))
+        store.apply([], objects_to_delete=stale, partial=False)
     store.apply(repo.objects())
+    return [v.name for v in stale]
 
 
 def materialize(store: FeatureStore, start: datetime, end: datetime, views: tuple[str, ...] = DECAY_VIEWS) -> None:

@@ -190,7 +190,7 @@ def evaluate_step(params: Params, protocols: list[str] | None = None) -> dict:
 def features_step(params: Params) -> dict:
     """Build the decayed feature tables, register them in Feast and load the online store."""
     from features.feature_repo.definitions import repository
-    from features.store import apply, build, materialize, open_store, write_tables
+    from features.store import apply, build, made_with, materialize, open_store, write_tables
 
     cfg = params.features
     events = pd.read_parquet(params.validation.validated_dir / "events.parquet")
@@ -200,7 +200,7 @@ def features_step(params: Params) -> dict:
     with staged_dir(cfg.out_dir) as out:
         write_tables(tables, out)
     store = open_store(cfg.store)
-    apply(store, repository(cfg.out_dir, cfg.profiles_dir))
+    apply(store, repository(cfg.out_dir, cfg.profiles_dir, made_with(cfg)))
     first, last = events["timestamp"].min(), events["timestamp"].max()
     # One second past the last event: Feast's window excludes its end.
     materialize(store, first.to_pydatetime(), (last + pd.Timedelta(seconds=1)).to_pydatetime())
@@ -224,7 +224,7 @@ def profiles_step(params: Params) -> dict:
     """Each user's LM profile from the item vectors, into Feast's offline and online stores."""
     from features.feature_repo.definitions import repository
     from features.lm_profile import lm_profile_table
-    from features.store import LM_VIEWS, apply, feature_params, materialize, open_store, write_tables
+    from features.store import LM_VIEWS, apply, feature_params, made_with, materialize, open_store, write_tables
     from models.embeddings import load_vectors
 
     cfg = params.features
@@ -235,7 +235,7 @@ def profiles_step(params: Params) -> dict:
     with staged_dir(cfg.profiles_dir) as out:
         write_tables({"user_lm_profile": table}, out)
     store = open_store(cfg.store)
-    apply(store, repository(cfg.out_dir, cfg.profiles_dir))
+    apply(store, repository(cfg.out_dir, cfg.profiles_dir, made_with(cfg)))
     first, last = events["timestamp"].min(), events["timestamp"].max()
     materialize(store, first.to_pydatetime(), (last + pd.Timedelta(seconds=1)).to_pydatetime(), LM_VIEWS)
     summary = {"user_lm_profile": int(len(table)), "users": int(table["user_id"].nunique()), "model_id": model_id}

@@ -98,6 +98,7 @@ class Engine:
     def __init__(self, bundle: Bundle, model_dir: Path, store, event_log: EventLog) -> None:
         self.bundle, self.store, self.log = bundle, store, event_log
         self.params = bundle.params
+        check_store(store, self.params)
         self.train = self.params.train
         self.candidate_config = CandidateConfig(**self.train.candidates.model_dump())
         self.feature_params = _feature_params(self.params)
@@ -563,6 +564,25 @@ class Engine:
                 "now": pd.Timestamp(self.now, unit="s", tz="UTC").isoformat(), "clock": self.params.serving.clock.kind,
                 "event_log": {"set_aside": dict(self.log.rejected), "quarantine": str(self.log.quarantine)},
                 "hp": self.bundle.hp}
+
+
+class StoreMismatch(RuntimeError):
+    """The online store's rows were made with other decay settings than the bundle's."""
+
+
+def check_store(store, params: Params) -> None:
+    """Refuse a store whose rows were made with other settings than ``params``' (their
+    decay would be read with the wrong half-lives); an untagged or unreadable one is served
+    with a warning (it may be an older store, or down for now)."""
+    from features.store import made_with, stored_made_with
+
+    expected, found = made_with(params.features), stored_made_with(store)
+    if found is None:
+        log.warning("the online store does not say what its rows were made with (or cannot be read); serving anyway")
+    elif found != expected:
+        raise StoreMismatch(f"the online store's rows were made with {found}, but this bundle's params are {expected}: "
+                            "run `decayrec features` and `decayrec profiles` with the bundle's params (or package the "
+                            "params the store was made with)")
 
 
 def _since(started: float, name: str = "total") -> dict[str, float]:

@@ -52,8 +52,11 @@ class Repository:
     user_lm_profile_push: PushSource
     scorer: FeatureService
 
+    def views(self) -> list[FeatureView]:
+        return [self.user_interest, self.item_popularity, self.user_lm_profile]
+
     def objects(self) -> list:
-        views = [self.user_interest, self.item_popularity, self.user_lm_profile]
+        views = self.views()
         pushes = [self.user_interest_push, self.item_popularity_push, self.user_lm_profile_push]
         batch = [p.batch_source for p in pushes]
         return [user, item, *batch, *pushes, *views, self.scorer]
@@ -63,20 +66,27 @@ def _file(name: str, folder: Path) -> FileSource:
     return FileSource(name=f"{name}_file", path=str(Path(folder).resolve() / f"{name}.parquet"), timestamp_field="event_timestamp")
 
 
-def repository(data_dir: Path, profiles_dir: Path) -> Repository:
+def repository(data_dir: Path, profiles_dir: Path, made_with: str = "") -> Repository:
     """The repository whose offline sources are the Parquet tables in ``data_dir`` (decayed
-    interest and popularity) and ``profiles_dir`` (LM profiles)."""
+    interest and popularity) and ``profiles_dir`` (LM profiles). ``made_with``, the decay
+    settings the tables were computed with (``features.store.made_with``), tags every view:
+    rows made with other settings are never left in the online store, and the service checks
+    it against its own."""
+    tags = {"made_with": made_with} if made_with else {}
     user_interest_push = PushSource(name="user_interest_push", batch_source=_file("user_interest", data_dir))
     item_popularity_push = PushSource(name="item_popularity_push", batch_source=_file("item_popularity", data_dir))
     user_lm_profile_push = PushSource(name="user_lm_profile_push", batch_source=_file("user_lm_profile", profiles_dir))
     user_interest = FeatureView(
-        name="user_interest", entities=[user], ttl=TTL, schema=USER_SCHEMA, source=user_interest_push, online=True
+        name="user_interest", entities=[user], ttl=TTL, schema=USER_SCHEMA, source=user_interest_push, online=True,
+        tags=tags,
     )
     item_popularity = FeatureView(
-        name="item_popularity", entities=[item], ttl=TTL, schema=ITEM_SCHEMA, source=item_popularity_push, online=True
+        name="item_popularity", entities=[item], ttl=TTL, schema=ITEM_SCHEMA, source=item_popularity_push, online=True,
+        tags=tags,
     )
     user_lm_profile = FeatureView(
-        name="user_lm_profile", entities=[user], ttl=TTL, schema=USER_LM_SCHEMA, source=user_lm_profile_push, online=True
+        name="user_lm_profile", entities=[user], ttl=TTL, schema=USER_LM_SCHEMA, source=user_lm_profile_push, online=True,
+        tags=tags,
     )
     scorer = FeatureService(name="scorer_v1", features=[user_interest, item_popularity, user_lm_profile])
     return Repository(

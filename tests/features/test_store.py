@@ -20,11 +20,13 @@ from features.store import (
     build,
     drop_production,
     historical,
+    made_with,
     materialize,
     online_items,
     online_lm_profiles,
     online_users,
     open_store,
+    stored_made_with,
     write_tables,
 )
 from features.synthetic import SyntheticConfig, make_drift_dataset
@@ -94,6 +96,35 @@ def test_online_values_equal_a_batch_recompute(store_cfg, drift):
         np.testing.assert_allclose(online[user], expected[user], rtol=1e-5, atol=1e-7)
     items = online_items(store, [1, 2, 999_999])
     assert items["popularity_long"].isna().tolist() == [False, False, True]
+
+
+def test_a_new_half_life_leaves_no_online_row_made_with_the_old_one(store_cfg, drift):
+    """Features made at a 30-day half-life, then again at 14 days over the same span without
+    one user: the incremental load would have nothing new to load, so the views are rebuilt;
+    the user left out has no row, every other row is the 14-day one."""
+    events, items = drift.events, drift.items
+    start, end = events["timestamp"].min().to_pydatetime(), events["timestamp"].max().to_pydatetime() + timedelta(seconds=1)
+    store = open_store(store_cfg.store)
+    write_tables(build(events, items, store_cfg), store_cfg.out_dir)
+    assert apply(store, repository(store_cfg.out_dir, store_cfg.profiles_dir, made_with(store_cfg))) == []
+    materialize(store, start, end)
+    gone = int(events["user_id"].iloc[0])
+    assert not online_users(store, [gone])["events_decayed"].isna().any()
+
+    shorter = store_cfg.model_copy(update={"user_half_life_days": 14.0})
+    kept = events[events["user_id"] != gone]
+    tables = build(kept, items, shorter)
+    write_tables(tables, shorter.out_dir)
+    store = open_store(shorter.store)
+    dropped = apply(store, repository(shorter.out_dir, shorter.profiles_dir, made_with(shorter)))
+    assert set(dropped) == {"user_interest", "item_popularity", "user_lm_profile"}
+    materialize(store, start, end)
+    assert stored_made_with(store) == made_with(shorter) and '"user_half_life_days": 14.0' in made_with(shorter)
+    assert online_users(store, [gone])["events_decayed"].isna().all()
+    users = sorted(int(u) for u in kept["user_id"].unique())
+    online = online_users(store, users).set_index("user_id")["events_decayed"]
+    latest = latest_rows(tables["user_interest"], "user_id", float("inf")).set_index("user_id")["events_decayed"]
+    np.testing.assert_allclose(online.loc[users].to_numpy(float), latest.loc[users].to_numpy(float), rtol=1e-6)
 
 
 def test_historical_rows_are_point_in_time_and_never_dropped(store_cfg, drift):

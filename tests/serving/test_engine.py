@@ -286,3 +286,22 @@ def test_a_sequence_champion_ranks_the_whole_catalogue_for_each_user(engine, tmp
         assert all(r.source == "sequence" and r.reason for r in answer.items)
     batch = served.recommend_many([Ask(u, 5) for u in users])
     assert [[r.item_id for r in a.items] for a in batch] == [[r.item_id for r in served.recommend(u, 5).items] for u in users]
+
+
+def test_a_store_made_with_other_decay_settings_is_refused_naming_both(trained, tmp_path):
+    from conftest import own_store
+    from features.store import open_store
+    from flows.config import load_params
+    from models.registry import Registry
+    from serving.bundle import write_bundle
+    from serving.engine import Engine, StoreMismatch, load_bundle
+    from serving.event_log import EventLog
+
+    params = load_params(own_store(trained, tmp_path))
+    registry = Registry(params.train.registry_dir)
+    tag = registry.champion()
+    bundle = load_bundle(write_bundle(params, tag, registry.info(tag), tmp_path / "bundle"))
+    features = bundle.params.features.model_copy(update={"user_half_life_days": 14.0})
+    bundle.params = bundle.params.model_copy(update={"features": features})
+    with pytest.raises(StoreMismatch, match=r'made with \{.*"user_half_life_days": 30.*params are \{.*"user_half_life_days": 14\.0'):
+        Engine(bundle, registry.path(tag), open_store(params.features.store), EventLog(tmp_path / "events.jsonl"))
