@@ -36,7 +36,7 @@ class Step:
     run: Callable[[Params], dict]
     reads: Paths
     writes: Paths  # cached by DVC (data)
-    sections: tuple[str, ...]  # params.yaml sections, by their names there
+    sections: tuple[str, ...]  # params.yaml sections (or one key of one: lm.model), by their names there
     reports: Paths = _none  # written, not cached (small, in git)
     metrics: Paths = _none
     plots: Paths = _none
@@ -75,7 +75,7 @@ STEPS: list[Step] = [
          metrics=lambda p: [p.evaluate.out_dir / "metrics.json"], plots=lambda p: [p.evaluate.out_dir / "plots"],
          in_run=False),
     Step("train", steps.train_step, reads=lambda p: [p.split.out_dir, p.validation.validated_dir / "items.parquet", p.lm.out],
-         writes=_none, sections=("train", "evaluate", "features", "lm"),
+         writes=_none, sections=("train", "evaluate", "features", "lm.model"),
          reports=lambda p: [p.train.out_dir / "summary.json"], metrics=lambda p: [p.train.out_dir / "metrics.json"],
          note="The registry (data/registry) is state, not an output: the gate compares against it."),
     Step("package", steps.package_step, reads=lambda p: [p.train.out_dir / "summary.json", p.validation.validated_dir, p.lm.out],

@@ -99,11 +99,18 @@ def cache_key(step: Step):
         if files is None:
             return None
         dumped = params.model_dump(mode="json", by_alias=True)
-        config = json.dumps({s: dumped[s] for s in step.sections}, sort_keys=True)
+        config = json.dumps({key: _setting(dumped, key) for key in step.sections}, sort_keys=True)
         code = file_digest([ROOT / f for f in step.code()])
         return hashlib.sha256(f"{step.name}|{files}|{config}|{code}".encode()).hexdigest()
 
     return key
+
+
+def _setting(params: dict, key: str):
+    """A section (``train``) or one key in it (``lm.model``) of the dumped params."""
+    for part in key.split("."):
+        params = params[part]
+    return params
 
 
 def _task(name: str, cached: bool = True):

@@ -74,3 +74,40 @@ def test_an_experiment_with_a_changed_param_runs_and_is_recorded(tmp_path):
     shown = subprocess.run([*dvc, "exp", "show", "--json"], cwd=clone, env=env, capture_output=True, text=True)
     assert shown.returncode == 0 and "half" in shown.stdout and "0.5" in shown.stdout
     shutil.rmtree(clone / ".dvc" / "cache", ignore_errors=True)
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the project's git history to clone")
+def test_a_param_reruns_exactly_the_stages_that_read_it(tmp_path):
+    """On the bundled data, through to the packaged bento: a decay half-life reaches the
+    features, the profiles, the model and the bundle; a serving knob only the bundle; an
+    embedding knob that cannot change a vector only the embedding step."""
+    import json
+    import re
+
+    clone, env, dvc = clean_clone(tmp_path)
+    # One short training, so that the chain runs inside a test.
+    raw = yaml.safe_load((clone / "params.yaml").read_text())
+    raw["train"].update(trials=1, p99_users=20)
+    raw["train"]["scorer"]["max_epochs"] = 3
+    raw["train"]["sequence"]["enabled"] = False
+    (clone / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    subprocess.run(["git", "commit", "--quiet", "-am", "a short training"], cwd=clone, env=env, check=True)
+
+    def ran(*args: str) -> list[str]:
+        done = subprocess.run([*dvc, *args], cwd=clone, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return re.findall(r"Running stage '(\w+)'", done.stdout)
+
+    assert ran("repro", "package") == ["ingest", "validate", "split", "features", "embed", "profiles", "train", "package"]
+    before = json.loads((clone / "data" / "serving" / "bundle.json").read_text())
+
+    assert ran("exp", "run", "package", "-S", "features.user_half_life_days=14") == ["features", "profiles", "train", "package"]
+    bundle = json.loads((clone / "data" / "serving" / "bundle.json").read_text())
+    assert before["params"]["features"]["user_half_life_days"] == 30
+    assert bundle["params"]["features"]["user_half_life_days"] == 14
+    diff = subprocess.run([*dvc, "metrics", "diff", "--json"], cwd=clone, env=env, capture_output=True, text=True)
+    assert diff.returncode == 0 and "reports/training/metrics.json" in json.loads(diff.stdout)
+
+    assert ran("exp", "run", "package", "-S", "serving.max_k=50") == ["package"]
+    assert ran("exp", "run", "package", "-S", "lm.progress=false") == ["embed"]
+    shutil.rmtree(clone / ".dvc" / "cache", ignore_errors=True)

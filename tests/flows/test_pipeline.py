@@ -52,7 +52,7 @@ def test_a_steps_code_is_read_from_its_imports(step, runs, not_runs):
 
 def test_every_stage_lists_the_sections_that_shape_its_output():
     sections = {step.name: set(step.sections) for step in STEPS}
-    assert {"features", "train", "lm"} <= sections["train"]
+    assert {"features", "train", "lm.model"} <= sections["train"]
     assert {"features", "train", "serving"} <= sections["package"]
     assert "serving" not in sections["train"] | sections["features"]
 
