@@ -78,7 +78,10 @@ STEPS: list[Step] = [
          writes=_none, sections=("train", "evaluate", "features", "lm.model"),
          reports=lambda p: [p.train.out_dir / "summary.json"], metrics=lambda p: [p.train.out_dir / "metrics.json"],
          note="The registry (data/registry) is state, not an output: the gate compares against it."),
-    Step("package", steps.package_step, reads=lambda p: [p.train.out_dir / "summary.json", p.validation.validated_dir, p.lm.out],
+    # The service reads the online store the features and profiles steps loaded: their
+    # tables stand for it (the store is state, not a file).
+    Step("package", steps.package_step, reads=lambda p: [p.train.out_dir / "summary.json", p.validation.validated_dir, p.lm.out,
+                                                         p.features.out_dir, p.features.profiles_dir],
          writes=_none, sections=bundle.SECTIONS,
          reports=lambda p: [p.serving.bundle_dir], runs_also=("serving.service",), files=("serving/static/demo.html",)),
 ]
