@@ -10,7 +10,7 @@ export BENTOML_DO_NOT_TRACK = true
 export DVC_NO_ANALYTICS = 1
 export OPENBLAS_NUM_THREADS = 1
 
-.PHONY: install run test repro bench clean
+.PHONY: install run test repro exp bench clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ test: install
 # DVC stages call `decayrec`, so the venv goes first on PATH.
 repro: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+
+# An experiment with knobs changed: make exp SET="features.user_half_life_days=14 serving.max_k=50"
+exp: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc exp run $(foreach s,$(SET),-S $(s))
 
 bench: install
 	$(BIN)/python benchmarks/ingest.py
