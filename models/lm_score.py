@@ -1,5 +1,5 @@
 """What the language model adds: user profiles in text space, the LM score, LM neighbours
-and interest topics, over item vectors from ``models.embeddings``.
+over item vectors from ``models.embeddings``.
 
 A user's profile is the decay-weighted mean of the vectors of the items they touched;
 ``LM_score(u, i) = cosine(profile(u), vector(i))``. Numerator and denominator of the mean
@@ -99,40 +99,3 @@ def neighbours(item_vectors: ItemVectors, item_id: int, k: int) -> list[tuple[in
     sims[pos] = -np.inf
     top = np.argsort(-sims, kind="stable")[:k]
     return [(int(item_vectors.item_ids[i]), float(sims[i])) for i in top]
-
-
-def distinctive(profile: np.ndarray, center: np.ndarray | None) -> np.ndarray:
-    """The profile without its component along the catalogue's mean vector ``center``.
-
-    Every item text shares a template ("Title (year) Genres: ..."), so every profile leans
-    the same way, and raw cosines favour whichever words sit near the template; what is left
-    after removing the common direction is what sets this user apart."""
-    if center is None:
-        return profile
-    unit = center / max(float(np.linalg.norm(center)), 1e-12)
-    return profile - (profile @ unit)[..., None] * unit if profile.ndim > 1 else profile - (profile @ unit) * unit
-
-
-def topics(
-    profile: np.ndarray, terms: list[str], term_vectors: np.ndarray, k: int = 3, center: np.ndarray | None = None
-) -> list[tuple[str, float]]:
-    """The vocabulary terms (genres, tags) nearest a profile, with their similarity.
-
-    ``center``: the mean item vector; pass it to match on what is distinctive about the
-    profile (``distinctive``)."""
-    sims = term_vectors @ distinctive(profile, center)
-    top = np.argsort(-sims, kind="stable")[:k]
-    return [(terms[i], float(sims[i])) for i in top]
-
-
-def interest_shift(
-    recent: np.ndarray, longer: np.ndarray, terms: list[str], term_vectors: np.ndarray, k: int = 3,
-    center: np.ndarray | None = None,
-) -> dict:
-    """Words for an explanation: topics of a short-half-life profile ("lately") and those of a
-    long-half-life profile that lost the most ground ("fading")."""
-    now_sims = term_vectors @ distinctive(recent, center)
-    then_sims = term_vectors @ distinctive(longer, center)
-    lately = np.argsort(-now_sims, kind="stable")[:k]
-    fading = [i for i in np.argsort(-(then_sims - now_sims), kind="stable") if i not in set(lately)][:k]
-    return {"lately": [terms[i] for i in lately], "fading": [terms[i] for i in fading]}

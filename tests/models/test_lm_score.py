@@ -1,14 +1,13 @@
-"""LM profiles, LM score, neighbours and topics with the real bundled MiniLM."""
+"""LM profiles, LM score and neighbours with the real bundled MiniLM."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from features.synthetic import SyntheticConfig, make_drift_dataset
 from models.interactions import Interactions
 from models.lm import load_encoder
-from models.lm_score import DecayedCFWithLM, ItemVectors, LMScore, interest_shift, neighbours, profiles, topics
+from models.lm_score import DecayedCFWithLM, ItemVectors, LMScore, neighbours, profiles
 
 TEXTS = {
     1: "Toy Story (1995) Genres: Animation, Children, Comedy. Toys come to life.",
@@ -23,13 +22,6 @@ def vectors() -> ItemVectors:
     encoder = load_encoder(model="minilm", progress=False)
     ids = np.array(sorted(TEXTS))
     return ItemVectors(ids, encoder.encode([TEXTS[i] for i in ids]))
-
-
-@pytest.fixture(scope="module")
-def terms():
-    encoder = load_encoder(model="minilm", progress=False)
-    words = ["animation", "war", "romance"]
-    return words, encoder.encode(words)
 
 
 def interactions(rows: list[tuple[int, int, int]]) -> Interactions:
@@ -68,47 +60,6 @@ def test_neighbours_work_for_items_nobody_touched(vectors):
     assert neighbours(vectors, 3, 1)[0][0] == 4
     with pytest.raises(KeyError):
         neighbours(vectors, 99, 1)
-
-
-def test_topics_name_the_interest_in_words(vectors, terms):
-    words, term_vectors = terms
-    data = interactions([(1, 3, 0), (1, 4, 1), (1, 1, 400), (1, 2, 401)])
-    recent = profiles(data, vectors.aligned(data.item_ids), 10)[0]
-    longer = profiles(data, vectors.aligned(data.item_ids), 100_000)[0]
-    assert topics(recent, words, term_vectors, 1)[0][0] == "animation"
-    assert interest_shift(recent, longer, words, term_vectors, 1) == {"lately": ["animation"], "fading": ["war"]}
-
-
-GENRES = ("animation", "war", "romance", "horror", "western", "musical")
-
-
-def test_topics_follow_the_drift_on_synthetic_data():
-    # Users move from one genre to another late in the year; their topics must move too.
-    drift = make_drift_dataset(SyntheticConfig(n_users=30, n_items=90, events_per_user=40, seed=7, category_names=GENRES))
-    encoder = load_encoder(model="minilm", progress=False)
-    items = drift.items.sort_values("item_id")
-    item_vectors = ItemVectors(items["item_id"].to_numpy(), encoder.encode(items["text"].astype(str).tolist()))
-    words = list(GENRES)
-    word_vectors = encoder.encode(words)
-    truth = drift.truth.set_index("user_id")
-    before = drift.events[drift.events["timestamp"] < truth["drift_time"].min()]
-
-    def top_topics(events: pd.DataFrame, half_life_days: float) -> dict[int, str]:
-        data = Interactions.from_events(events)
-        users = profiles(data, item_vectors.aligned(data.item_ids), half_life_days)
-        return {int(u): topics(p, words, word_vectors, 1, center)[0][0] for u, p in zip(data.user_ids, users)}
-
-    center = item_vectors.vectors.mean(axis=0)
-    early = top_topics(before, 30)
-    late = top_topics(drift.events, 30)
-    counted = top_topics(drift.events, 1e9)  # no decay: every event counts the same
-    share = lambda got, column: np.mean([got[u] == truth.loc[u, column] for u in got])  # noqa: E731
-    assert share(early, "from_category") > 0.8
-    assert share(late, "to_category") > 0.8
-    assert share(counted, "from_category") > 0.6  # without decay the old interest still leads
-    # Without removing the catalogue's common direction, bare genre words mostly miss.
-    center = None
-    assert share(top_topics(drift.events, 30), "to_category") < 0.5
 
 
 def test_combined_scorer_with_lm_moves_the_ranking_only_when_alpha_is_positive(vectors):
