@@ -154,7 +154,11 @@ class CandidateSettings(_Strict):
     ease: int = 100  # EASE top-N
     lm: int = 50  # LM neighbours of the user's recent items
     pop: int = 50  # decayed popularity top-N
-    recent_items: int = 5
+    recent_items: int = 5  # the user's latest items whose LM neighbours are taken
+
+    @property
+    def width(self) -> int:
+        return self.cf + self.ease + self.lm + self.pop
 
 
 class ScorerSettings(_Strict):

@@ -169,8 +169,8 @@ def item_vectors(params: Params):
 def evaluate_step(params: Params, protocols: list[str] | None = None) -> dict:
     """Tune, refit and test every baseline under each protocol; write the report."""
     from models.evaluate import evaluate_protocol
-    from models.protocols import load_parts, tasks
     from models.factory import needs_vectors
+    from models.protocols import load_parts, tasks
     from models.report import write_report
 
     cfg = params.evaluate
@@ -245,7 +245,6 @@ def profiles_step(params: Params) -> dict:
 
 def train_settings(cfg):
     """``models.train.TrainSettings`` from the ``train`` section of params.yaml."""
-    from models.candidates import CandidateConfig
     from models.scorer import ScorerParams
     from models.sequence import SequenceParams
     from models.train import SearchSpace, TrainSettings
@@ -256,16 +255,10 @@ def train_settings(cfg):
         trials=cfg.trials, timeout_s=cfg.timeout_s, seed=cfg.seed, label_share=cfg.label_share,
         label_windows=cfg.label_windows, knn_k=cfg.knn_k, ease_max_items=cfg.ease_max_items,
         pop_half_life_days=cfg.pop_half_life_days, p99_users=cfg.p99_users,
-        candidates=CandidateConfig(**cfg.candidates.model_dump()),
+        candidates=cfg.candidates,
         scorer=ScorerParams(**cfg.scorer.model_dump()),
         space=SearchSpace(**cfg.space.model_dump()),
     )
-
-
-def gate_config(cfg):
-    from models.gate import GateConfig, Guard
-
-    return GateConfig(cfg.metric, cfg.margin, {name: Guard(**g.model_dump()) for name, g in cfg.guards.items()})
 
 
 def data_version(split_dir: Path, protocol: str) -> str:
@@ -333,14 +326,13 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
     """Train the scorer (and the sequence model, when enabled) per protocol, evaluate them
     beside the baselines, register the first protocol's better-on-validation model and
     promote it if the gate says so."""
+    from flows.config import train_protocols
     from models.evaluate import evaluate_protocol
     from models.gate import decide
     from models.protocols import load_parts, tasks
     from models.registry import Registry
     from models.scorer import to_bytes
     from models.train import run, run_sequence, scorer_params, write_trials
-
-    from flows.config import train_protocols
 
     cfg = params.train
     protocols = protocols or train_protocols(params)
@@ -375,7 +367,7 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
         files = challenger.model.to_bytes(extra)
     tag = registry.save(files, metrics=challenger.test, params=challenger.params, labels=labels)
     champion = champion_metrics(registry, test_tasks[primary.protocol], items, vectors, params, settings, primary.test_phase)
-    decision = decide(challenger.test, champion, gate_config(cfg.gate))
+    decision = decide(challenger.test, champion, cfg.gate)
     if decision.promote:
         registry.promote(tag, decision.reasons)
     log.info("train: %s (%s) %s (%s)", tag, labels["kind"], "promoted" if decision.promote else "rejected", "; ".join(decision.reasons))

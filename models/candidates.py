@@ -8,26 +8,10 @@ outside this set, so the set's recall is the ceiling of any reranker and is repo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import scipy.sparse as sp
 
 from models import metrics
-
-
-@dataclass(frozen=True)
-class CandidateConfig:
-    cf: int = 150  # decayed item-CF top-N
-    ease: int = 100  # EASE top-N
-    lm: int = 50  # LM neighbours of the recent items
-    pop: int = 50  # decayed popularity top-N
-    recent_items: int = 5  # the user's latest items whose LM neighbours are taken
-
-    @property
-    def width(self) -> int:
-        return self.cf + self.ease + self.lm + self.pop
-
 
 SOURCES = ("cf", "ease", "lm", "pop")
 

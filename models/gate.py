@@ -6,28 +6,11 @@ same split, which the caller guarantees by evaluating both models there.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-
-@dataclass(frozen=True)
-class Guard:
-    """A metric that must not get worse by more than ``tolerance`` (relative)."""
-
-    tolerance: float
-    higher_is_better: bool = True
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    metric: str = "ndcg_at_10"
-    margin: float = 0.01  # the challenger must beat the champion by 1% of its value
-    guards: dict[str, Guard] = field(
-        default_factory=lambda: {
-            "coverage_at_10": Guard(0.10),
-            "ild_at_10": Guard(0.05),
-            "p99_score_ms": Guard(0.50, higher_is_better=False),
-        }
-    )
+if TYPE_CHECKING:
+    from flows.config import GateSettings
 
 
 @dataclass(frozen=True)
@@ -36,7 +19,7 @@ class Decision:
     reasons: list[str]
 
 
-def decide(challenger: dict[str, float], champion: dict[str, float] | None, cfg: GateConfig) -> Decision:
+def decide(challenger: dict[str, float], champion: dict[str, float] | None, cfg: GateSettings) -> Decision:
     """Whether ``challenger`` (metrics on the split) should replace ``champion``'s.
 
     With no champion the first model is promoted. A metric the challenger lacks fails the

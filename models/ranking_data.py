@@ -12,15 +12,19 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from models.baselines import EASE, DecayedItemKNN, DecayedPopularity, minmax_rows
-from models.candidates import CandidateConfig, top_unseen, union
+from models.candidates import top_unseen, union
 from models.interactions import SECONDS_PER_DAY, Interactions
 from models.lm_score import ItemVectors, normalise
+
+if TYPE_CHECKING:
+    from flows.config import CandidateSettings
 
 FEATURES = (
     "cf", "cf_rank", "ease", "ease_rank", "lm", "lm_recent", "topic", "pop_short", "pop_long", "trend",
@@ -58,7 +62,7 @@ class View:
 def history(events: pd.DataFrame, items: pd.DataFrame, vectors: ItemVectors, features_cfg, recent_items: int) -> History:
     """Everything point-in-time about ``events``, read back through a Feast store of its own."""
     from features.feature_repo.definitions import repository
-    from features.interest import category_weights, categories_of, read_items, read_users
+    from features.interest import categories_of, category_weights, read_items, read_users
     from features.lm_profile import lm_profile_table, unit_profiles
     from features.store import ITEM_FEATURES, LM_FEATURES, USER_FEATURES, apply, build, feature_params, historical, open_store, write_tables
 
@@ -122,7 +126,7 @@ CHUNK_ROWS = 1024  # users per chunk: bounds the (rows x recent x items) similar
 
 
 def view(
-    h: History, rows: np.ndarray, cf: DecayedItemKNN, ease: EASE, pop: DecayedPopularity, alpha: float, cfg: CandidateConfig
+    h: History, rows: np.ndarray, cf: DecayedItemKNN, ease: EASE, pop: DecayedPopularity, alpha: float, cfg: CandidateSettings
 ) -> View:
     """Candidates and features for ``rows``, with ``cf``, ``ease`` and ``pop`` fitted on ``h.data``.
 
@@ -178,7 +182,7 @@ class Signals:
     now: float  # the moment the state is taken at
 
 
-def _chunk(h: History, rows: np.ndarray, cf, ease, pop, alpha: float, cfg: CandidateConfig) -> tuple[np.ndarray, np.ndarray]:
+def _chunk(h: History, rows: np.ndarray, cf, ease, pop, alpha: float, cfg: CandidateSettings) -> tuple[np.ndarray, np.ndarray]:
     recent_vectors = h.item_vectors[np.maximum(h.recent[rows], 0)] * (h.recent[rows] >= 0)[..., None]
     signals = Signals(
         seen=h.data.matrix()[rows],
@@ -199,7 +203,7 @@ def _chunk(h: History, rows: np.ndarray, cf, ease, pop, alpha: float, cfg: Candi
 
 
 def candidates(
-    s: Signals, item_share: np.ndarray, pop_short: np.ndarray, pop_long: np.ndarray, alpha: float, cfg: CandidateConfig
+    s: Signals, item_share: np.ndarray, pop_short: np.ndarray, pop_long: np.ndarray, alpha: float, cfg: CandidateSettings
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each row's candidates and their features.
 

@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 
 from features.splits import split_p1, split_p2
+from flows.config import CandidateSettings
 from models import metrics
 from models.baselines import EASE, DecayedItemKNN, DecayedPopularity
-from models.candidates import CandidateConfig, recall
+from models.candidates import recall
 from models.evaluate import context, measure, rank
 from models.lm_score import ItemVectors
 from models.protocols import Target, Task, encode, tasks
@@ -60,7 +61,7 @@ class TrainSettings:
     knn_k: int = 250
     ease_max_items: int | None = None  # EASE over the most interacted-with items only (cost is cubic)
     pop_half_life_days: float = 30.0
-    candidates: CandidateConfig = field(default_factory=CandidateConfig)
+    candidates: CandidateSettings = field(default_factory=CandidateSettings)
     scorer: ScorerParams = field(default_factory=ScorerParams)
     space: SearchSpace = field(default_factory=SearchSpace)
     p99_users: int = 200  # single-user scoring calls timed for the latency guard

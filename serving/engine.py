@@ -29,7 +29,7 @@ from features.interest import SECONDS_PER_DAY, categories_of, category_weights, 
 from features.lm_profile import unit_profiles
 from flows.config import Params
 from models.baselines import EASE, DecayedItemKNN, DecayedPopularity, minmax_rows
-from models.candidates import SOURCES, CandidateConfig
+from models.candidates import SOURCES
 from models.interactions import Interactions, positions
 from models.lm_score import ItemVectors, normalise
 from models.ranking_data import Signals, candidates, latest_items
@@ -100,7 +100,6 @@ class Engine:
         self.params = bundle.params
         check_store(store, self.params)
         self.train = self.params.train
-        self.candidate_config = CandidateConfig(**self.train.candidates.model_dump())
         self.feature_params = _feature_params(self.params)
         self._lock = threading.Lock()
         started = time.perf_counter()
@@ -371,7 +370,7 @@ class Engine:
         return out
 
     def _compute_user_signals(self, hist: Interactions, profile: np.ndarray) -> list[np.ndarray]:
-        m = self.candidate_config.recent_items
+        m = self.train.candidates.recent_items
         recent = latest_items(hist, m)
         recent_vectors = self.unit_vectors[np.maximum(recent, 0)] * (recent >= 0)[..., None]
         # One pass over the catalogue's vectors for every profile and recent item: it is
@@ -407,7 +406,7 @@ class Engine:
         profile = unit_profiles(stored, self.unit_vectors.shape[1])
         signals = self.signals(hist, stored, now, profile)
         short, long = self.item_features(now)
-        items, source, features = candidates(signals, self.item_share, short, long, self.alpha, self.candidate_config)
+        items, source, features = candidates(signals, self.item_share, short, long, self.alpha, self.train.candidates)
         torch = self._torch
         with torch.no_grad():
             scores = self.model.score_projected(

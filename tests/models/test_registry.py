@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from models.gate import GateConfig, decide
+from flows.config import GateSettings
+from models.gate import decide
 from models.registry import Registry, RegistryError
 
 BASE = {"ndcg_at_10": 0.20, "coverage_at_10": 0.30, "ild_at_10": 0.60, "p99_score_ms": 10.0}
@@ -19,7 +20,7 @@ def saved(registry: Registry, ndcg: float, marker: bytes) -> str:
 
 def gate_and_promote(registry: Registry, tag: str) -> bool:
     champion = registry.champion()
-    decision = decide(registry.info(tag)["metrics"], registry.info(champion)["metrics"] if champion else None, GateConfig())
+    decision = decide(registry.info(tag)["metrics"], registry.info(champion)["metrics"] if champion else None, GateSettings())
     if decision.promote:
         registry.promote(tag, decision.reasons)
     return decision.promote
