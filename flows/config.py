@@ -162,15 +162,17 @@ class CandidateSettings(_Strict):
 
 
 class ScorerSettings(_Strict):
+    """The torch scorer (``models.scorer``); the search varies lr, hidden, dropout, weight_decay."""
+
     hidden: int = 64
-    proj: int = 32
+    proj: int = 32  # rank of the LM vector interaction
     dropout: float = 0.1
     lr: float = 3e-3
     weight_decay: float = 1e-5
-    negatives: int = 32
+    negatives: int = 32  # sampled per positive from the user's candidates
     batch_users: int = 256
     max_epochs: int = 30
-    patience: int = 3
+    patience: int = 3  # epochs without a better validation score before stopping
     seed: int = 0
 
 

@@ -245,7 +245,6 @@ def profiles_step(params: Params) -> dict:
 
 def train_settings(cfg):
     """``models.train.TrainSettings`` from the ``train`` section of params.yaml."""
-    from models.scorer import ScorerParams
     from models.sequence import SequenceParams
     from models.train import SearchSpace, TrainSettings
 
@@ -256,7 +255,7 @@ def train_settings(cfg):
         label_windows=cfg.label_windows, knn_k=cfg.knn_k, ease_max_items=cfg.ease_max_items,
         pop_half_life_days=cfg.pop_half_life_days, p99_users=cfg.p99_users,
         candidates=cfg.candidates,
-        scorer=ScorerParams(**cfg.scorer.model_dump()),
+        scorer=cfg.scorer,
         space=SearchSpace(**cfg.space.model_dump()),
     )
 

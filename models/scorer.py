@@ -16,29 +16,15 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from flows.config import ScorerSettings
 from models.ranking_data import FEATURES, View
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ScorerParams:
-    hidden: int = 64
-    proj: int = 32  # rank of the LM vector interaction
-    dropout: float = 0.1
-    lr: float = 3e-3
-    weight_decay: float = 1e-5
-    negatives: int = 32  # sampled per positive from the user's candidates
-    batch_users: int = 256
-    max_epochs: int = 30
-    patience: int = 3  # epochs without a better validation score before stopping
-    seed: int = 0
 
 
 class ScorerNet(nn.Module):
@@ -108,7 +94,7 @@ def top_items(net: ScorerNet, v: View, k: int) -> np.ndarray:
 
 def train(
     learn: list[tuple[View, np.ndarray]],
-    params: ScorerParams,
+    params: ScorerSettings,
     monitor: Callable[[ScorerNet], float] | None = None,
     epochs: int | None = None,
 ) -> tuple[ScorerNet, list[float], dict]:
@@ -201,11 +187,11 @@ def _loss(net: ScorerNet, v: View, idx: np.ndarray, positive: np.ndarray, k: int
     return (torch.logsumexp(everything, dim=1) - positive_logits).mean(), len(rows)
 
 
-def to_bytes(net: ScorerNet, params: ScorerParams, extra: dict) -> dict[str, bytes]:
+def to_bytes(net: ScorerNet, params: ScorerSettings, extra: dict) -> dict[str, bytes]:
     """The files of a stored scorer: safetensors weights and a JSON config."""
     from safetensors.torch import save
 
-    config = {"features": list(FEATURES), "dim": net.proj.in_features, "params": asdict(params), **extra}
+    config = {"features": list(FEATURES), "dim": net.proj.in_features, "params": params.model_dump(), **extra}
     return {"weights.safetensors": save(net.state_dict()), "config.json": json.dumps(config, indent=1).encode()}
 
 
@@ -216,7 +202,7 @@ def from_files(weights: bytes, config: bytes) -> tuple[ScorerNet, dict]:
     cfg = json.loads(config)
     if cfg["features"] != list(FEATURES):
         raise ValueError(f"stored scorer expects features {cfg['features']}, this code makes {list(FEATURES)}")
-    p = ScorerParams(**cfg["params"])
+    p = ScorerSettings(**cfg["params"])
     net = ScorerNet(len(FEATURES), cfg["dim"], p.hidden, p.proj, p.dropout)
     net.load_state_dict(load(weights))
     return net.eval(), cfg

@@ -19,14 +19,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from features.splits import split_p1, split_p2
-from flows.config import CandidateSettings
+from flows.config import CandidateSettings, ScorerSettings
 from models import metrics
 from models.baselines import EASE, DecayedItemKNN, DecayedPopularity
 from models.candidates import recall
@@ -34,7 +34,7 @@ from models.evaluate import context, measure, rank
 from models.lm_score import ItemVectors
 from models.protocols import Target, Task, encode, tasks
 from models.ranking_data import History, View, history, positives, view
-from models.scorer import ScorerNet, ScorerParams, scores, top_items, train
+from models.scorer import ScorerNet, scores, top_items, train
 from models.sequence import SequenceModel, SequenceParams
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class TrainSettings:
     ease_max_items: int | None = None  # EASE over the most interacted-with items only (cost is cubic)
     pop_half_life_days: float = 30.0
     candidates: CandidateSettings = field(default_factory=CandidateSettings)
-    scorer: ScorerParams = field(default_factory=ScorerParams)
+    scorer: ScorerSettings = field(default_factory=ScorerSettings)
     space: SearchSpace = field(default_factory=SearchSpace)
     p99_users: int = 200  # single-user scoring calls timed for the latency guard
     sequence: SequenceParams | None = None  # None: no sequence model
@@ -140,9 +140,9 @@ def ndcg(net: ScorerNet, v: View, target: Target, k: int = 10) -> float:
     return float(np.nanmean(metrics.ranking_metrics(top, target.truth, k)["ndcg"]))
 
 
-def scorer_params(hp: dict, base: ScorerParams) -> ScorerParams:
+def scorer_params(hp: dict, base: ScorerSettings) -> ScorerSettings:
     keys = ("lr", "hidden", "dropout", "weight_decay")
-    return replace(base, **{k: hp[k] for k in keys if k in hp})
+    return base.model_copy(update={k: hp[k] for k in keys if k in hp})
 
 
 def search(p: Phase, settings: TrainSettings) -> tuple[dict, float, list[dict], float]:

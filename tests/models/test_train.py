@@ -9,19 +9,19 @@ import torch
 
 from features.splits import split_p2
 from features.synthetic import SyntheticConfig, make_drift_dataset
-from flows.config import CandidateSettings, EvaluateConfig, FeaturesConfig
+from flows.config import CandidateSettings, EvaluateConfig, FeaturesConfig, ScorerSettings
 from models import metrics
 from models.baselines import Popularity
 from models.candidates import recall, union
 from models.lm_score import ItemVectors
 from models.protocols import tasks
 from models.ranking_data import FEATURES
-from models.scorer import ScorerParams, from_files, scores, to_bytes, top_items, train
+from models.scorer import from_files, scores, to_bytes, top_items, train
 from models.train import TrainSettings, inner_split, phase, run, views
 
 SETTINGS = TrainSettings(
     trials=2, candidates=CandidateSettings(cf=30, ease=20, lm=10, pop=10, recent_items=3),
-    scorer=ScorerParams(hidden=16, proj=4, max_epochs=4, patience=2, batch_users=32), p99_users=20,
+    scorer=ScorerSettings(hidden=16, proj=4, max_epochs=4, patience=2, batch_users=32), p99_users=20,
 )
 HP = {"half_life_days": 10.0, "alpha": 0.2, "ease_reg": 500.0, "epochs": 3}
 
