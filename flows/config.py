@@ -197,13 +197,15 @@ class SequenceSettings(_Strict):
 
 
 class SpaceSettings(_Strict):
-    half_life_days: tuple[float, float] = (3.0, 365.0)
+    """What the search draws from: [low, high] ranges, hidden a choice."""
+
+    half_life_days: tuple[float, float] = (3.0, 365.0)  # log-uniform
     alpha: tuple[float, float] = (0.0, 1.0)
-    ease_reg: tuple[float, float] = (100.0, 100_000.0)
-    lr: tuple[float, float] = (1e-3, 1e-2)
+    ease_reg: tuple[float, float] = (100.0, 100_000.0)  # log-uniform
+    lr: tuple[float, float] = (1e-3, 1e-2)  # log-uniform
     hidden: tuple[int, ...] = (32, 64, 128)
     dropout: tuple[float, float] = (0.0, 0.3)
-    weight_decay: tuple[float, float] = (1e-6, 1e-3)
+    weight_decay: tuple[float, float] = (1e-6, 1e-3)  # log-uniform
 
 
 class GuardSettings(_Strict):

@@ -246,7 +246,7 @@ def profiles_step(params: Params) -> dict:
 def train_settings(cfg):
     """``models.train.TrainSettings`` from the ``train`` section of params.yaml."""
     from models.sequence import SequenceParams
-    from models.train import SearchSpace, TrainSettings
+    from models.train import TrainSettings
 
     sequence = cfg.sequence.model_dump()
     return TrainSettings(
@@ -256,7 +256,7 @@ def train_settings(cfg):
         pop_half_life_days=cfg.pop_half_life_days, p99_users=cfg.p99_users,
         candidates=cfg.candidates,
         scorer=cfg.scorer,
-        space=SearchSpace(**cfg.space.model_dump()),
+        space=cfg.space,
     )
 
 

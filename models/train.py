@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from features.splits import split_p1, split_p2
-from flows.config import CandidateSettings, ScorerSettings
+from flows.config import CandidateSettings, ScorerSettings, SpaceSettings
 from models import metrics
 from models.baselines import EASE, DecayedItemKNN, DecayedPopularity
 from models.candidates import recall
@@ -41,17 +41,6 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class SearchSpace:
-    half_life_days: tuple[float, float] = (3.0, 365.0)  # log-uniform
-    alpha: tuple[float, float] = (0.0, 1.0)
-    ease_reg: tuple[float, float] = (100.0, 100_000.0)  # log-uniform
-    lr: tuple[float, float] = (1e-3, 1e-2)  # log-uniform
-    hidden: tuple[int, ...] = (32, 64, 128)
-    dropout: tuple[float, float] = (0.0, 0.3)
-    weight_decay: tuple[float, float] = (1e-6, 1e-3)  # log-uniform
-
-
-@dataclass(frozen=True)
 class TrainSettings:
     trials: int = 8
     timeout_s: float | None = None  # search budget in seconds (None: trials only)
@@ -63,7 +52,7 @@ class TrainSettings:
     pop_half_life_days: float = 30.0
     candidates: CandidateSettings = field(default_factory=CandidateSettings)
     scorer: ScorerSettings = field(default_factory=ScorerSettings)
-    space: SearchSpace = field(default_factory=SearchSpace)
+    space: SpaceSettings = field(default_factory=SpaceSettings)
     p99_users: int = 200  # single-user scoring calls timed for the latency guard
     sequence: SequenceParams | None = None  # None: no sequence model
 
