@@ -177,7 +177,7 @@ class ScorerSettings(_Strict):
 
 
 class SequenceSettings(_Strict):
-    """``models.sequence.SequenceParams``, plus whether to train the model at all."""
+    """The next-item sequence model (``models.sequence``), and whether to train it at all."""
 
     enabled: bool = True
     dim: int = 64

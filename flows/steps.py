@@ -245,12 +245,10 @@ def profiles_step(params: Params) -> dict:
 
 def train_settings(cfg):
     """``models.train.TrainSettings`` from the ``train`` section of params.yaml."""
-    from models.sequence import SequenceParams
     from models.train import TrainSettings
 
-    sequence = cfg.sequence.model_dump()
     return TrainSettings(
-        sequence=SequenceParams(**sequence) if sequence.pop("enabled") else None,
+        sequence=cfg.sequence if cfg.sequence.enabled else None,
         trials=cfg.trials, timeout_s=cfg.timeout_s, seed=cfg.seed, label_share=cfg.label_share,
         label_windows=cfg.label_windows, knn_k=cfg.knn_k, ease_max_items=cfg.ease_max_items,
         pop_half_life_days=cfg.pop_half_life_days, p99_users=cfg.p99_users,

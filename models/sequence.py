@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -28,28 +28,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from flows.config import SequenceSettings
 from models.baselines import Recommender
 from models.interactions import SECONDS_PER_DAY, Interactions
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SequenceParams:
-    dim: int = 64
-    blocks: int = 2
-    heads: int = 2
-    max_len: int = 200
-    dropout: float = 0.2
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    epochs: int = 30  # the most epochs; with a monitor, early stopping usually ends sooner
-    patience: int = 3
-    timeout_s: float | None = None  # stop after the epoch that crosses it
-    text: bool = True  # add the projected LM vector to each item's id embedding
-    time_decay: bool = True  # learn a decay of attention with the time between events
-    seed: int = 0
 
 
 def sequences(data: Interactions, max_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +83,7 @@ class Block(nn.Module):
 
 
 class SequenceNet(nn.Module):
-    def __init__(self, vocabulary: int, text_dim: int, p: SequenceParams) -> None:
+    def __init__(self, vocabulary: int, text_dim: int, p: SequenceSettings) -> None:
         super().__init__()
         self.p = p
         self.ids = nn.Embedding(vocabulary + 1, p.dim, padding_idx=0)  # row 0: unknown item
@@ -145,7 +128,7 @@ class SequenceModel(Recommender):
     needs_vectors: ClassVar[bool] = True
 
     item_vectors: object = None  # models.lm_score.ItemVectors
-    params: SequenceParams = SequenceParams()
+    params: SequenceSettings = field(default_factory=SequenceSettings)
 
     def _fit(self, data: Interactions) -> None:
         self.train(data)
@@ -245,7 +228,7 @@ class SequenceModel(Recommender):
         from safetensors.torch import save
 
         tensors = {**self.net_.state_dict(), "vocabulary": torch.from_numpy(self.vocabulary_.astype(np.int64))}
-        config = {"kind": self.name, "params": asdict(self.params), "text_dim": self.net_.text.in_features
+        config = {"kind": self.name, "params": self.params.model_dump(), "text_dim": self.net_.text.in_features
                   if self.net_.text is not None else 1, **extra}
         return {"weights.safetensors": save(tensors), "config.json": json.dumps(config, indent=1).encode()}
 
@@ -257,7 +240,7 @@ class SequenceModel(Recommender):
 
         cfg = json.loads(config)
         tensors = load(weights)
-        model = cls(item_vectors=item_vectors, params=SequenceParams(**cfg["params"]))
+        model = cls(item_vectors=item_vectors, params=SequenceSettings(**cfg["params"]))
         model.vocabulary_ = tensors.pop("vocabulary").numpy()
         model.net_ = SequenceNet(len(model.vocabulary_), cfg["text_dim"], model.params)
         model.net_.load_state_dict(tensors)

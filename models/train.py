@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from features.splits import split_p1, split_p2
-from flows.config import CandidateSettings, ScorerSettings, SpaceSettings
+from flows.config import CandidateSettings, ScorerSettings, SequenceSettings, SpaceSettings
 from models import metrics
 from models.baselines import EASE, DecayedItemKNN, DecayedPopularity
 from models.candidates import recall
@@ -35,7 +35,7 @@ from models.lm_score import ItemVectors
 from models.protocols import Target, Task, encode, tasks
 from models.ranking_data import History, View, history, positives, view
 from models.scorer import ScorerNet, scores, top_items, train
-from models.sequence import SequenceModel, SequenceParams
+from models.sequence import SequenceModel
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class TrainSettings:
     scorer: ScorerSettings = field(default_factory=ScorerSettings)
     space: SpaceSettings = field(default_factory=SpaceSettings)
     p99_users: int = 200  # single-user scoring calls timed for the latency guard
-    sequence: SequenceParams | None = None  # None: no sequence model
+    sequence: SequenceSettings | None = None  # None: no sequence model
 
 
 @dataclass

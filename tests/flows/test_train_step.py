@@ -78,15 +78,16 @@ def test_rollback_without_an_earlier_champion_is_a_clear_error(params, tmp_path,
 def test_a_sequence_champion_from_another_data_version_is_measured_on_this_split(params):
     import pandas as pd
 
+    from flows.config import SequenceSettings
     from flows.steps import champion_metrics, item_vectors, train_settings
     from models.protocols import encode, load_parts, tasks
-    from models.sequence import SequenceModel, SequenceParams
+    from models.sequence import SequenceModel
     from models.train import ranked_ndcg
 
     parts = load_parts(params.split.out_dir, "P2")
     target = encode(tasks("P2", parts)["test"])
     vectors = item_vectors(params)
-    model = SequenceModel(item_vectors=vectors, params=SequenceParams(dim=16, blocks=1, max_len=20, epochs=2))
+    model = SequenceModel(item_vectors=vectors, params=SequenceSettings(dim=16, blocks=1, max_len=20, epochs=2))
     model.fit(encode(tasks("P2", parts)["valid"]).data)
     registry = Registry(params.train.registry_dir)
     tag = registry.save(model.to_bytes({"hp": {}}), metrics={"ndcg_at_10": 0.99}, params={},

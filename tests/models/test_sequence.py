@@ -9,9 +9,10 @@ import torch
 from models.baselines import Popularity
 from models.interactions import Interactions
 from models.lm_score import ItemVectors
-from models.sequence import SequenceModel, SequenceNet, SequenceParams, sequences
+from flows.config import SequenceSettings
+from models.sequence import SequenceModel, SequenceNet, sequences
 
-SMALL = SequenceParams(dim=16, blocks=1, heads=2, max_len=8, dropout=0.0, lr=1e-2, batch_size=16, epochs=30)
+SMALL = SequenceSettings(dim=16, blocks=1, heads=2, max_len=8, dropout=0.0, lr=1e-2, batch_size=16, epochs=30)
 
 
 def events(rows: list[tuple[int, int, int]]) -> pd.DataFrame:
@@ -94,15 +95,15 @@ def test_bind_scores_new_items_by_their_text_and_new_users_by_their_sequence():
     scores = model.bind(bound).score(np.arange(bound.n_users))
     assert scores.shape == (bound.n_users, 13) and np.isfinite(scores).all()
     # A model without text knows nothing of item 99: its id row is the zero "unknown" row.
-    plain = SequenceModel(item_vectors=None, params=SequenceParams(**{**SMALL.__dict__, "text": False})).fit(data)
+    plain = SequenceModel(item_vectors=None, params=SequenceSettings(**{**SMALL.__dict__, "text": False})).fit(data)
     assert np.all(plain.bind(bound).score(np.arange(3))[:, -1] == 0.0)
 
 
 def test_time_decay_changes_nothing_when_events_share_a_time_and_something_when_they_do_not():
     torch.manual_seed(0)
-    p = SequenceParams(dim=16, blocks=1, heads=2, max_len=5, dropout=0.0)
+    p = SequenceSettings(dim=16, blocks=1, heads=2, max_len=5, dropout=0.0)
     decayed = SequenceNet(6, 4, p).eval()
-    plain = SequenceNet(6, 4, SequenceParams(**{**p.__dict__, "time_decay": False})).eval()
+    plain = SequenceNet(6, 4, SequenceSettings(**{**p.__dict__, "time_decay": False})).eval()
     plain.load_state_dict(decayed.state_dict())
     table = decayed.catalogue(torch.arange(1, 7), torch.randn(6, 4))
     items = torch.tensor([[0, 1, 2, 3, 4]])

@@ -261,12 +261,13 @@ def test_a_sequence_champion_ranks_the_whole_catalogue_for_each_user(engine, tmp
     user's history, alone or in a batch."""
     from dataclasses import replace
 
+    from flows.config import SequenceSettings
     from models.interactions import Interactions
-    from models.sequence import SequenceModel, SequenceParams
+    from models.sequence import SequenceModel
     from serving.engine import Ask, Engine
     from serving.event_log import EventLog
 
-    params = SequenceParams(dim=16, blocks=1, heads=1, max_len=30, epochs=1, batch_size=64)
+    params = SequenceSettings(dim=16, blocks=1, heads=1, max_len=30, epochs=1, batch_size=64)
     model = SequenceModel(item_vectors=engine.vectors, params=params)
     model.train(Interactions.from_events(engine.bundle.events))
     folder = tmp_path / "model"
