@@ -230,14 +230,14 @@ class TrainConfig(_Strict):
     # global time split there, BENCHMARK.md), P1 then P2 elsewhere.
     protocols: Literal["auto"] | list[Literal["P1", "P2"]] = "auto"
     trials: int = 8
-    timeout_s: float | None = None
+    timeout_s: float | None = None  # search budget in seconds (None: trials only)
     seed: int = 0
     label_share: float = 0.25
     label_windows: int = 1
     knn_k: int = 250
-    ease_max_items: int | None = None
+    ease_max_items: int | None = None  # EASE over the most interacted-with items only (cost is cubic)
     pop_half_life_days: float = 30.0
-    p99_users: int = 200
+    p99_users: int = 200  # single-user scoring calls timed for the latency guard
     candidates: CandidateSettings = CandidateSettings()
     scorer: ScorerSettings = ScorerSettings()
     sequence: SequenceSettings = SequenceSettings()

@@ -243,21 +243,6 @@ def profiles_step(params: Params) -> dict:
     return summary
 
 
-def train_settings(cfg):
-    """``models.train.TrainSettings`` from the ``train`` section of params.yaml."""
-    from models.train import TrainSettings
-
-    return TrainSettings(
-        sequence=cfg.sequence if cfg.sequence.enabled else None,
-        trials=cfg.trials, timeout_s=cfg.timeout_s, seed=cfg.seed, label_share=cfg.label_share,
-        label_windows=cfg.label_windows, knn_k=cfg.knn_k, ease_max_items=cfg.ease_max_items,
-        pop_half_life_days=cfg.pop_half_life_days, p99_users=cfg.p99_users,
-        candidates=cfg.candidates,
-        scorer=cfg.scorer,
-        space=cfg.space,
-    )
-
-
 def data_version(split_dir: Path, protocol: str) -> str:
     """Short hash of a protocol's split files: two models compare only on the same version."""
     import hashlib
@@ -333,7 +318,6 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
 
     cfg = params.train
     protocols = protocols or train_protocols(params)
-    settings = train_settings(cfg)
     ensure_splits(params)
     items = pd.read_parquet(params.validation.validated_dir / "items.parquet")
     vectors = item_vectors(params)
@@ -341,10 +325,10 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
     for protocol in protocols:
         parts = load_parts(params.split.out_dir, protocol)
         test_tasks[protocol] = tasks(protocol, parts)["test"]
-        outcomes[protocol] = run(protocol, parts, items, vectors, params.features, params.evaluate.segments, settings)
+        outcomes[protocol] = run(protocol, parts, items, vectors, params.features, params.evaluate.segments, cfg)
         write_trials(outcomes[protocol], cfg.out_dir)
-        if settings.sequence is not None:
-            sequences[protocol] = run_sequence(protocol, parts, items, vectors, params.evaluate.segments, settings)
+        if cfg.sequence.enabled:
+            sequences[protocol] = run_sequence(protocol, parts, items, vectors, params.evaluate.segments, cfg)
         log.info("train: %s baselines for comparison", protocol)
         baselines[protocol] = evaluate_protocol(tasks(protocol, parts), items, params.evaluate)
 
@@ -359,11 +343,11 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
     }
     extra = {"hp": challenger.params, "lm_model": params.lm.model}
     if challenger is primary:  # the searched hyperparameters shape the net: store those
-        files = to_bytes(primary.net, scorer_params(primary.params, settings.scorer), extra)
+        files = to_bytes(primary.net, scorer_params(primary.params, cfg.scorer), extra)
     else:
         files = challenger.model.to_bytes(extra)
     tag = registry.save(files, metrics=challenger.test, params=challenger.params, labels=labels)
-    champion = champion_metrics(registry, test_tasks[primary.protocol], items, vectors, params, settings, primary.test_phase)
+    champion = champion_metrics(registry, test_tasks[primary.protocol], items, vectors, params, cfg, primary.test_phase)
     decision = decide(challenger.test, champion, cfg.gate)
     if decision.promote:
         registry.promote(tag, decision.reasons)

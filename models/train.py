@@ -19,14 +19,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from features.splits import split_p1, split_p2
-from flows.config import CandidateSettings, ScorerSettings, SequenceSettings, SpaceSettings
+from flows.config import ScorerSettings, TrainConfig
 from models import metrics
 from models.baselines import EASE, DecayedItemKNN, DecayedPopularity
 from models.candidates import recall
@@ -38,23 +38,6 @@ from models.scorer import ScorerNet, scores, top_items, train
 from models.sequence import SequenceModel
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    trials: int = 8
-    timeout_s: float | None = None  # search budget in seconds (None: trials only)
-    seed: int = 0
-    label_share: float = 0.25
-    label_windows: int = 1
-    knn_k: int = 250
-    ease_max_items: int | None = None  # EASE over the most interacted-with items only (cost is cubic)
-    pop_half_life_days: float = 30.0
-    candidates: CandidateSettings = field(default_factory=CandidateSettings)
-    scorer: ScorerSettings = field(default_factory=ScorerSettings)
-    space: SpaceSettings = field(default_factory=SpaceSettings)
-    p99_users: int = 200  # single-user scoring calls timed for the latency guard
-    sequence: SequenceSettings | None = None  # None: no sequence model
 
 
 @dataclass
@@ -96,7 +79,7 @@ def inner_split(protocol: str, fit: pd.DataFrame, label_share: float, window: in
     return parts["train"], parts["valid"]
 
 
-def phase(task: Task, items: pd.DataFrame, vectors: ItemVectors, features_cfg, settings: TrainSettings) -> Phase:
+def phase(task: Task, items: pd.DataFrame, vectors: ItemVectors, features_cfg, settings: TrainConfig) -> Phase:
     m = settings.candidates.recent_items
     inner = []
     for window in range(1, settings.label_windows + 1):
@@ -107,7 +90,7 @@ def phase(task: Task, items: pd.DataFrame, vectors: ItemVectors, features_cfg, s
     return Phase(inner, outer, encode(task))
 
 
-def views(p: Phase, hp: dict, settings: TrainSettings) -> tuple[list[tuple[View, np.ndarray]], View]:
+def views(p: Phase, hp: dict, settings: TrainConfig) -> tuple[list[tuple[View, np.ndarray]], View]:
     """Under hyperparameters ``hp``: the inner views to learn from, each with its positives,
     and the outer view to rank."""
 
@@ -134,7 +117,7 @@ def scorer_params(hp: dict, base: ScorerSettings) -> ScorerSettings:
     return base.model_copy(update={k: hp[k] for k in keys if k in hp})
 
 
-def search(p: Phase, settings: TrainSettings) -> tuple[dict, float, list[dict], float]:
+def search(p: Phase, settings: TrainConfig) -> tuple[dict, float, list[dict], float]:
     """Optuna TPE over the space; each trial trains with early stopping on validation.
 
     Returns:
@@ -193,7 +176,7 @@ def p99_ms(net: ScorerNet, v: View, n: int, seed: int = 0) -> float:
 
 
 def run(protocol: str, parts: dict[str, pd.DataFrame], items: pd.DataFrame, vectors: ItemVectors,
-        features_cfg, segments, settings: TrainSettings) -> Outcome:
+        features_cfg, segments, settings: TrainConfig) -> Outcome:
     """Search on validation, refit on train + validation, measure on test."""
     phases = tasks(protocol, parts)
     started = time.perf_counter()
@@ -209,7 +192,7 @@ def run(protocol: str, parts: dict[str, pd.DataFrame], items: pd.DataFrame, vect
     return Outcome(protocol, hp, valid_score, overall, segs, candidate_recall, trials, stats, net, len(test.target.rows), test)
 
 
-def measure_net(net: ScorerNet, hp: dict, p: Phase, items: pd.DataFrame, segments, settings: TrainSettings,
+def measure_net(net: ScorerNet, hp: dict, p: Phase, items: pd.DataFrame, segments, settings: TrainConfig,
                 rank: View | None = None):
     """Test metrics (at 10 and 20, with segments and the p99 scoring latency) of a trained net;
     ``rank``: the phase's view under ``hp``, when the caller has it already."""
@@ -240,7 +223,7 @@ def ranked_ndcg(model, target: Target, k: int = 10) -> float:
 
 
 def run_sequence(protocol: str, parts: dict[str, pd.DataFrame], items: pd.DataFrame, vectors: ItemVectors,
-                 segments, settings: TrainSettings) -> SequenceOutcome:
+                 segments, settings: TrainConfig) -> SequenceOutcome:
     """Train on the validation phase's fitting data (early stopping on its NDCG@10), then
     rank test from train + validation with the same weights."""
     p = settings.sequence
@@ -258,7 +241,7 @@ def run_sequence(protocol: str, parts: dict[str, pd.DataFrame], items: pd.DataFr
                            model, len(test.rows))
 
 
-def measure_model(model, target: Target, items: pd.DataFrame, segments, settings: TrainSettings):
+def measure_model(model, target: Target, items: pd.DataFrame, segments, settings: TrainConfig):
     """Test metrics (at 10 and 20, with segments and the p99 scoring latency) of a model
     that ranks the whole catalogue."""
     top, _ = rank(model, target, 20, 1024)

@@ -79,7 +79,7 @@ def test_a_sequence_champion_from_another_data_version_is_measured_on_this_split
     import pandas as pd
 
     from flows.config import SequenceSettings
-    from flows.steps import champion_metrics, item_vectors, train_settings
+    from flows.steps import champion_metrics, item_vectors
     from models.protocols import encode, load_parts, tasks
     from models.sequence import SequenceModel
     from models.train import ranked_ndcg
@@ -94,6 +94,6 @@ def test_a_sequence_champion_from_another_data_version_is_measured_on_this_split
                         labels={"protocol": "P2", "kind": "sequence", "data_version": "elsewhere"})
     registry.promote(tag, ["test"])
     items = pd.read_parquet(params.validation.validated_dir / "items.parquet")
-    measured = champion_metrics(registry, tasks("P2", parts)["test"], items, vectors, params, train_settings(params.train))
+    measured = champion_metrics(registry, tasks("P2", parts)["test"], items, vectors, params, params.train)
     assert measured["ndcg_at_10"] != 0.99  # measured now, not the stored figure
     assert measured["ndcg_at_10"] == pytest.approx(ranked_ndcg(model.bind(target.data), target))

@@ -1,7 +1,6 @@
 """The scorer and its training on synthetic drifting users, through real Feast histories."""
 from __future__ import annotations
 
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ import torch
 
 from features.splits import split_p2
 from features.synthetic import SyntheticConfig, make_drift_dataset
-from flows.config import CandidateSettings, EvaluateConfig, FeaturesConfig, ScorerSettings
+from flows.config import CandidateSettings, EvaluateConfig, FeaturesConfig, ScorerSettings, TrainConfig
 from models import metrics
 from models.baselines import Popularity
 from models.candidates import recall, union
@@ -17,9 +16,9 @@ from models.lm_score import ItemVectors
 from models.protocols import tasks
 from models.ranking_data import FEATURES
 from models.scorer import from_files, scores, to_bytes, top_items, train
-from models.train import TrainSettings, inner_split, phase, run, views
+from models.train import inner_split, phase, run, views
 
-SETTINGS = TrainSettings(
+SETTINGS = TrainConfig(
     trials=2, candidates=CandidateSettings(cf=30, ease=20, lm=10, pop=10, recent_items=3),
     scorer=ScorerSettings(hidden=16, proj=4, max_epochs=4, patience=2, batch_users=32), p99_users=20,
 )
@@ -142,7 +141,7 @@ def test_label_windows_step_back_in_time(drift):
 
 def test_more_label_windows_give_more_users_to_learn_from(drift, vectors):
     task = tasks("P2", split_p2(drift.events))["test"]
-    two = phase(task, drift.items, vectors, FeaturesConfig(), replace(SETTINGS, label_windows=2))
+    two = phase(task, drift.items, vectors, FeaturesConfig(), SETTINGS.model_copy(update={"label_windows": 2}))
     learn, _ = views(two, HP, SETTINGS)
     assert len(learn) == 2
     _, _, stats = train(learn, SETTINGS.scorer, epochs=1)

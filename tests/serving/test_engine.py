@@ -38,14 +38,13 @@ def test_serving_features_equal_the_training_features_for_the_same_history(engin
     features (training reads Feast point in time, serving reads the online store), for
     users scored one at a time and together in one batch."""
     from flows.config import load_params
-    from flows.steps import train_settings
     from models.baselines import EASE, DecayedItemKNN, DecayedPopularity
     from models.ranking_data import history, view
 
     assert engine.bundle.kind == "scorer"  # the fixture trains no sequence model
     params = load_params(trained)
     events, items = engine.bundle.events, engine.bundle.items
-    hp, settings = engine.bundle.hp, train_settings(params.train)  # training's own reading of params.yaml
+    hp, settings = engine.bundle.hp, params.train  # training reads params.yaml's train section
     h = history(events, items, engine.vectors, params.features, settings.candidates.recent_items)
     assert np.array_equal(h.data.item_ids, engine.item_ids)
     rows = np.arange(0, h.data.n_users, max(1, h.data.n_users // 5))
