@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 
 from features.feature_repo.definitions import repository  # noqa: E402
 from features.live import update_items, update_users  # noqa: E402
-from features.store import apply, build, drop_production, feature_params, materialize, online_users, open_store, write_tables  # noqa: E402
+from features.store import apply, build, drop_production, materialize, online_users, open_store, write_tables  # noqa: E402
 from flows.config import StoreConfig, load_params  # noqa: E402
 from flows.steps import ensure_splits  # noqa: E402
 
@@ -87,14 +87,13 @@ def main() -> None:
                     p50, p99 = percentiles(samples)
                     suffix = "" if batch == 1 else "_100"
                     out[f"online_p50_ms_{label}{suffix}"], out[f"online_p99_ms_{label}{suffix}"] = p50, p99
-                fp = feature_params(cfg)
-                seconds = timed(lambda: (update_users(store, live, items, fp), update_items(store, live, fp)))
+                seconds = timed(lambda: (update_users(store, live, items, cfg), update_items(store, live, cfg)))
                 out[f"live_update_events_per_s_{label}"] = round(len(live) / seconds)
                 one = live.iloc[[-1]].assign(timestamp=live["timestamp"].iloc[-1] + pd.Timedelta(minutes=5))
                 samples = []
                 for i in range(50):
                     event = one.assign(timestamp=one["timestamp"] + pd.Timedelta(seconds=i))
-                    samples.append(timed(lambda: (update_users(store, event, items, fp),
+                    samples.append(timed(lambda: (update_users(store, event, items, cfg),
                                                   online_users(store, event["user_id"]))))
                 out[f"single_event_to_readable_p50_ms_{label}"], out[f"single_event_to_readable_p99_ms_{label}"] = percentiles(samples)
         finally:

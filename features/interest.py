@@ -8,31 +8,23 @@ example may see. ``read_users``/``read_items`` turn stored rows into values at a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+if TYPE_CHECKING:
+    from flows.config import FeaturesConfig
+
 SECONDS_PER_DAY = 86_400.0
 
 
-@dataclass(frozen=True)
-class FeatureParams:
-    """Half-lives and windows of the feature tables (params.yaml: features)."""
+def weights(cfg: FeaturesConfig, event_type, value) -> np.ndarray:
+    """Interest each event adds before decay: its type's weight, times its value under
+    ``value_mode: value`` (``features.event_weights``, ``features.value_mode``)."""
+    from features.decay import event_weights
 
-    user_half_life_days: float = 30.0
-    item_short_half_life_days: float = 7.0
-    item_long_half_life_days: float = 90.0
-    windows_days: tuple[int, ...] = (7, 30)
-    # Interest each event adds, before decay: type weight x (1, or the event's value).
-    event_weights: dict[str, float] = field(default_factory=lambda: {"rating": 1.0})
-    value_mode: Literal["one", "value"] = "one"
-
-    def weights(self, event_type, value) -> np.ndarray:
-        from features.decay import event_weights
-
-        return event_weights(event_type, value, self.event_weights, self.value_mode)
+    return event_weights(event_type, value, cfg.event_weights, cfg.value_mode)
 
 
 def categories_of(items: pd.DataFrame) -> list[str]:
@@ -100,14 +92,14 @@ def _recent(keys: np.ndarray, seconds: np.ndarray, keep: np.ndarray, horizon_s: 
     return out
 
 
-def user_feature_table(events: pd.DataFrame, items: pd.DataFrame, params: FeatureParams) -> pd.DataFrame:
+def user_feature_table(events: pd.DataFrame, items: pd.DataFrame, params: FeaturesConfig) -> pd.DataFrame:
     """One row per user and active day: decayed category interest, count, recent event times."""
     categories = categories_of(items)
     keys, seconds, order = _sorted_events(events, "user_id")
     item_ids = events["item_id"].to_numpy()[order]
     unique_items, inverse = np.unique(item_ids, return_inverse=True)
     vectors = category_weights(items, unique_items, categories)[inverse]
-    vectors = vectors * params.weights(events["event_type"].to_numpy()[order], events["value"].to_numpy()[order])[:, None]
+    vectors = vectors * weights(params, events["event_type"].to_numpy()[order], events["value"].to_numpy()[order])[:, None]
     with_count = np.c_[vectors, np.ones(len(keys), dtype=np.float32)]
     states = decayed_states(keys, seconds, with_count, params.user_half_life_days)
     keep = _day_last(keys, seconds)
@@ -127,7 +119,7 @@ def user_feature_table(events: pd.DataFrame, items: pd.DataFrame, params: Featur
     )
 
 
-def item_feature_table(events: pd.DataFrame, params: FeatureParams) -> pd.DataFrame:
+def item_feature_table(events: pd.DataFrame, params: FeaturesConfig) -> pd.DataFrame:
     """One row per item and active day: decayed popularity at a short and a long half-life."""
     keys, seconds, _ = _sorted_events(events, "item_id")
     ones = np.ones((len(keys), 1), dtype=np.float32)
@@ -150,13 +142,13 @@ def _decay(values: np.ndarray, age_s: np.ndarray, half_life_days: float) -> np.n
     return values * np.exp2(-np.maximum(age_s, 0.0) / (SECONDS_PER_DAY * half_life_days))
 
 
-def decayed_count(events_decayed, last_event_s, at_seconds, params: FeatureParams) -> np.ndarray:
+def decayed_count(events_decayed, last_event_s, at_seconds, params: FeaturesConfig) -> np.ndarray:
     """Stored decayed event counts (as of ``last_event_s``) read at ``at_seconds``."""
     age = np.asarray(at_seconds, dtype=np.float64) - np.asarray(last_event_s, dtype=np.float64)
     return _decay(np.asarray(events_decayed, dtype=np.float64), age, params.user_half_life_days)
 
 
-def read_users(rows: pd.DataFrame, at_seconds: float | np.ndarray, params: FeatureParams) -> pd.DataFrame:
+def read_users(rows: pd.DataFrame, at_seconds: float | np.ndarray, params: FeaturesConfig) -> pd.DataFrame:
     """Stored user rows as values at ``at_seconds``: the features a model sees."""
     age = np.asarray(at_seconds, dtype=np.float64) - rows["last_event_s"].to_numpy(dtype=np.float64)
     age = np.broadcast_to(age, (len(rows),))
@@ -181,7 +173,7 @@ def read_users(rows: pd.DataFrame, at_seconds: float | np.ndarray, params: Featu
     return out
 
 
-def read_items(rows: pd.DataFrame, at_seconds: float | np.ndarray, params: FeatureParams) -> pd.DataFrame:
+def read_items(rows: pd.DataFrame, at_seconds: float | np.ndarray, params: FeaturesConfig) -> pd.DataFrame:
     """Stored item rows as values at ``at_seconds``; trend = short / long decayed popularity."""
     age = np.broadcast_to(
         np.asarray(at_seconds, dtype=np.float64) - rows["last_event_s"].to_numpy(dtype=np.float64), (len(rows),)

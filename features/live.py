@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from features.interest import SECONDS_PER_DAY, FeatureParams, categories_of, category_weights
+from features.interest import SECONDS_PER_DAY, categories_of, category_weights, weights
 from features.lm_profile import vector_rows
 from features.store import online_items, online_lm_profiles, online_users, push
 
 if TYPE_CHECKING:
     from feast import FeatureStore
+
+    from flows.config import FeaturesConfig
 
 
 def _seconds(events: pd.DataFrame) -> np.ndarray:
@@ -46,7 +48,7 @@ def _row_time(at: np.ndarray, stored_t: np.ndarray) -> pd.Series:
     return pd.to_datetime(bumped, unit="s", utc=True)
 
 
-def update_users(store: FeatureStore, events: pd.DataFrame, items: pd.DataFrame, params: FeatureParams) -> pd.DataFrame:
+def update_users(store: FeatureStore, events: pd.DataFrame, items: pd.DataFrame, params: FeaturesConfig) -> pd.DataFrame:
     """Fold ``events`` into the users' online state, push it, and return the pushed rows."""
     user_ids, keys = np.unique(events["user_id"].to_numpy(), return_inverse=True)
     current = online_users(store, user_ids)
@@ -58,8 +60,8 @@ def update_users(store: FeatureStore, events: pd.DataFrame, items: pd.DataFrame,
         for v, c, t in zip(current["interest"], current["events_decayed"].fillna(0.0), stored_t)
     ])
     seconds = _seconds(events)
-    weights = params.weights(events["event_type"].to_numpy(), events["value"].to_numpy())
-    weighted = category_weights(items, events["item_id"].to_numpy(), categories) * weights[:, None]
+    each = weights(params, events["event_type"].to_numpy(), events["value"].to_numpy())
+    weighted = category_weights(items, events["item_id"].to_numpy(), categories) * each[:, None]
     vectors = np.c_[weighted, np.ones(len(events))]
     state, at = _fold(stored, stored_t, keys, seconds, vectors, params.user_half_life_days)
     horizon = max(params.windows_days) * SECONDS_PER_DAY
@@ -84,7 +86,7 @@ def update_users(store: FeatureStore, events: pd.DataFrame, items: pd.DataFrame,
     return rows
 
 
-def update_items(store: FeatureStore, events: pd.DataFrame, params: FeatureParams) -> pd.DataFrame:
+def update_items(store: FeatureStore, events: pd.DataFrame, params: FeaturesConfig) -> pd.DataFrame:
     """Fold ``events`` into the items' decayed popularity online; return the pushed rows."""
     item_ids = np.unique(events["item_id"].to_numpy())
     rows = fold_items(online_items(store, item_ids), events, params)
@@ -92,7 +94,7 @@ def update_items(store: FeatureStore, events: pd.DataFrame, params: FeatureParam
     return rows
 
 
-def fold_items(current: pd.DataFrame, events: pd.DataFrame, params: FeatureParams) -> pd.DataFrame:
+def fold_items(current: pd.DataFrame, events: pd.DataFrame, params: FeaturesConfig) -> pd.DataFrame:
     """New popularity rows of the items in ``events`` from their ``current`` stored rows (one
     per distinct item id in sorted order; nulls where none): the state a push writes."""
     item_ids, keys = np.unique(events["item_id"].to_numpy(), return_inverse=True)
@@ -118,7 +120,7 @@ def fold_items(current: pd.DataFrame, events: pd.DataFrame, params: FeatureParam
 
 
 def update_lm_profiles(
-    store: FeatureStore, events: pd.DataFrame, item_ids: np.ndarray, vectors: np.ndarray, params: FeatureParams
+    store: FeatureStore, events: pd.DataFrame, item_ids: np.ndarray, vectors: np.ndarray, params: FeaturesConfig
 ) -> pd.DataFrame:
     """Fold ``events`` into the users' LM profiles online; return the pushed rows.
 
@@ -136,8 +138,8 @@ def update_lm_profiles(
         if mean is not None and not np.isnan(t) and len(mean) == dim:
             stored[row] = np.r_[np.asarray(mean, dtype=np.float64) * weight[row], weight[row]]
     rows = vector_rows(events["item_id"].to_numpy(), np.asarray(item_ids))
-    weights = params.weights(events["event_type"].to_numpy(), events["value"].to_numpy()) * (rows >= 0)
-    added = np.c_[np.where((rows >= 0)[:, None], vectors[np.maximum(rows, 0)], 0.0) * weights[:, None], weights]
+    each = weights(params, events["event_type"].to_numpy(), events["value"].to_numpy()) * (rows >= 0)
+    added = np.c_[np.where((rows >= 0)[:, None], vectors[np.maximum(rows, 0)], 0.0) * each[:, None], each]
     state, at = _fold(stored, stored_t, keys, _seconds(events), added, params.user_half_life_days)
     total = state[:, -1:]
     mean = np.divide(state[:, :-1], total, out=np.zeros_like(state[:, :-1]), where=total > 0).astype(np.float32)

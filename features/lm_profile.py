@@ -14,11 +14,16 @@ even weight): the mean stays a mean of real vectors.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from features.interest import SECONDS_PER_DAY, FeatureParams, _day_last, _sorted_events, decayed_states
+from features.interest import SECONDS_PER_DAY, _day_last, _sorted_events, decayed_states, weights
+
+if TYPE_CHECKING:
+    from flows.config import FeaturesConfig
 
 
 def vector_rows(item_ids: np.ndarray, known_ids: np.ndarray) -> np.ndarray:
@@ -29,7 +34,7 @@ def vector_rows(item_ids: np.ndarray, known_ids: np.ndarray) -> np.ndarray:
 
 
 def lm_profile_table(
-    events: pd.DataFrame, item_ids: np.ndarray, vectors: np.ndarray, params: FeatureParams
+    events: pd.DataFrame, item_ids: np.ndarray, vectors: np.ndarray, params: FeaturesConfig
 ) -> pd.DataFrame:
     """One row per user and active day: the profile after that day's last event.
 
@@ -45,14 +50,14 @@ def lm_profile_table(
     """
     keys, seconds, order = _sorted_events(events, "user_id")
     rows = vector_rows(events["item_id"].to_numpy()[order], np.asarray(item_ids))
-    weights = params.weights(events["event_type"].to_numpy()[order], events["value"].to_numpy()[order])
-    weights = np.where(rows >= 0, weights, 0.0)
+    each = weights(params, events["event_type"].to_numpy()[order], events["value"].to_numpy()[order])
+    each = np.where(rows >= 0, each, 0.0)
     # Sum each user-day's events at the day's last event first: the recurrence then runs
     # over user-days, and the (events x dim) matrix is never built.
     last = _day_last(keys, seconds)
     group = np.cumsum(np.r_[True, last[:-1]]) - 1 if len(keys) else np.empty(0, np.int64)
     day_seconds = seconds[last]
-    factor = weights * np.exp2(-(day_seconds[group] - seconds) / (SECONDS_PER_DAY * params.user_half_life_days))
+    factor = each * np.exp2(-(day_seconds[group] - seconds) / (SECONDS_PER_DAY * params.user_half_life_days))
     per_day = sp.csr_matrix(
         (factor[rows >= 0], (group[rows >= 0], rows[rows >= 0])), shape=(int(last.sum()), len(item_ids))
     )

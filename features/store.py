@@ -203,21 +203,9 @@ def build(events: pd.DataFrame, items: pd.DataFrame, cfg: FeaturesConfig) -> dic
     """Every offline feature table from validated events and items."""
     from features.interest import item_feature_table, user_feature_table
 
-    params = feature_params(cfg)
     return {
-        "user_interest": user_feature_table(events, items, params),
-        "item_popularity": item_feature_table(events, params),
+        "user_interest": user_feature_table(events, items, cfg),
+        "item_popularity": item_feature_table(events, cfg),
     }
 
 
-def feature_params(cfg: FeaturesConfig):
-    from features.interest import FeatureParams
-
-    return FeatureParams(
-        cfg.user_half_life_days,
-        cfg.item_short_half_life_days,
-        cfg.item_long_half_life_days,
-        tuple(cfg.windows_days),
-        dict(cfg.event_weights),
-        cfg.value_mode,
-    )

@@ -224,14 +224,14 @@ def profiles_step(params: Params) -> dict:
     """Each user's LM profile from the item vectors, into Feast's offline and online stores."""
     from features.feature_repo.definitions import repository
     from features.lm_profile import lm_profile_table
-    from features.store import LM_VIEWS, apply, feature_params, made_with, materialize, open_store, write_tables
+    from features.store import LM_VIEWS, apply, made_with, materialize, open_store, write_tables
     from models.embeddings import load_vectors
 
     cfg = params.features
     events = pd.read_parquet(params.validation.validated_dir / "events.parquet")
     item_ids, vectors, model_id = load_vectors(params.lm.out)
     log.info("profiles: decayed mean of %s-d %s vectors over %s events", vectors.shape[1], model_id, f"{len(events):,}")
-    table = lm_profile_table(events, item_ids, vectors, feature_params(cfg))
+    table = lm_profile_table(events, item_ids, vectors, cfg)
     with staged_dir(cfg.profiles_dir) as out:
         write_tables({"user_lm_profile": table}, out)
     store = open_store(cfg.store)

@@ -64,10 +64,10 @@ def history(events: pd.DataFrame, items: pd.DataFrame, vectors: ItemVectors, fea
     from features.feature_repo.definitions import repository
     from features.interest import categories_of, category_weights, read_items, read_users
     from features.lm_profile import lm_profile_table, unit_profiles
-    from features.store import ITEM_FEATURES, LM_FEATURES, USER_FEATURES, apply, build, feature_params, historical, open_store, write_tables
+    from features.store import ITEM_FEATURES, LM_FEATURES, USER_FEATURES, apply, build, historical, open_store, write_tables
 
     data = Interactions.from_events(events)
-    params = feature_params(features_cfg)
+    params = features_cfg
     with tempfile.TemporaryDirectory(prefix="decayrec-view-") as tmp:
         cfg = features_cfg.model_copy(
             update={

@@ -100,7 +100,7 @@ class Engine:
         self.params = bundle.params
         check_store(store, self.params)
         self.train = self.params.train
-        self.feature_params = _feature_params(self.params)
+        self.feature_params = self.params.features
         self._lock = threading.Lock()
         started = time.perf_counter()
 
@@ -586,12 +586,6 @@ def check_store(store, params: Params) -> None:
 
 def _since(started: float, name: str = "total") -> dict[str, float]:
     return {name: round((time.perf_counter() - started) * 1000, 2)}
-
-
-def _feature_params(params: Params):
-    from features.store import feature_params
-
-    return feature_params(params.features)
 
 
 def _seconds(events: pd.DataFrame) -> np.ndarray:

@@ -5,11 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.interest import SECONDS_PER_DAY, FeatureParams
+from features.interest import SECONDS_PER_DAY, weights
+from flows.config import FeaturesConfig
 from features.lm_profile import lm_profile_table, unit_profiles, vector_rows
 from features.synthetic import SyntheticConfig, make_drift_dataset
 
-PARAMS = FeatureParams(user_half_life_days=10.0)
+PARAMS = FeaturesConfig(user_half_life_days=10.0)
 
 
 def seconds(stamps: pd.Series) -> np.ndarray:
@@ -27,7 +28,7 @@ def direct_mean(events: pd.DataFrame, item_ids, vectors, user: int, at_s: float,
     rows = vector_rows(mine["item_id"].to_numpy(), item_ids)
     keep = rows >= 0
     d = np.exp2(-(at_s - seconds(mine["timestamp"])[keep]) / (params.user_half_life_days * SECONDS_PER_DAY))
-    w = params.weights(mine["event_type"].to_numpy()[keep], mine["value"].to_numpy()[keep]) * d
+    w = weights(params, mine["event_type"].to_numpy()[keep], mine["value"].to_numpy()[keep]) * d
     return (vectors[rows[keep]] * w[:, None]).sum(axis=0) / w.sum(), w.sum()
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from features.feature_repo.definitions import repository
-from features.interest import FeatureParams, SECONDS_PER_DAY, categories_of, category_weights, latest_rows, read_users
+from features.interest import SECONDS_PER_DAY, categories_of, category_weights, latest_rows, read_users
 from features.live import update_items, update_lm_profiles, update_users
 from features.lm_profile import lm_profile_table
 from features.store import (
@@ -32,7 +32,7 @@ from features.store import (
 from features.synthetic import SyntheticConfig, make_drift_dataset
 from flows.config import FeaturesConfig, StoreConfig
 
-PARAMS = FeatureParams()
+PARAMS = FeaturesConfig()
 
 
 @pytest.fixture(scope="module")
