@@ -23,7 +23,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pandas as pd  # noqa: E402
 
 from models.embeddings import EmbeddingCache, embed_items  # noqa: E402
-from models.lm import LMConfig, device_name, load_encoder, smollm2_gguf  # noqa: E402
+from flows.config import LMSettings  # noqa: E402
+from models.lm import device_name, load_encoder, smollm2_gguf  # noqa: E402
 
 ITEMS = ROOT / "data/datasets/ml-1m/validated/items.parquet"
 
@@ -78,7 +79,7 @@ def main() -> None:
 
     # The full item set, cold cache then warm: what the embedding stage costs, load included.
     with tempfile.TemporaryDirectory() as cache_dir:
-        cfg = LMConfig(device=best, batch_size=best_batch, progress=False)
+        cfg = LMSettings(device=best, batch_size=best_batch, progress=False)
         started = time.perf_counter()
         encoder = load_encoder(cfg).load()
         out["minilm_load_s"] = round(time.perf_counter() - started, 2)
@@ -110,7 +111,7 @@ def main() -> None:
             out["smollm2_error"] = str(error)
         else:
             started = time.perf_counter()
-            smol = load_encoder(LMConfig(model="smollm2", device="cpu", progress=False)).load()
+            smol = load_encoder(LMSettings(model="smollm2", device="cpu", progress=False)).load()
             out["smollm2_load_s"] = round(time.perf_counter() - started, 2)
             sample = texts[: args.smollm2_texts]
             out["smollm2_texts_timed_cpu"] = len(sample)

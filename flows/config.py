@@ -137,15 +137,15 @@ class FeaturesConfig(_Strict):
 
 
 class LMSettings(_Strict):
-    """The language model that embeds item text (models.lm.LMConfig's fields)."""
+    """Which model embeds item text, and how (``models.lm``, ``models.embeddings``)."""
 
     model: str = "minilm"  # minilm | smollm2 | a local model folder or .gguf file
-    kind: Literal["auto", "encoder", "decoder"] = "auto"
-    batch_size: int = 64
-    max_length: int | None = None
-    device: str = "auto"
-    progress: bool = True
-    cache_dir: Path = Path("data/embeddings/cache")
+    kind: Literal["auto", "encoder", "decoder"] = "auto"  # auto: read config.json
+    batch_size: int = 64  # texts per forward pass
+    max_length: int | None = None  # tokens per text; None: the model's own (MiniLM: 256)
+    device: str = "auto"  # auto: cuda when present, else cpu
+    progress: bool = True  # a tqdm bar over batches on stderr
+    cache_dir: Path = Path("data/embeddings/cache")  # one folder per model_id
     out: Path = Path("data/embeddings/items.npz")
 
 

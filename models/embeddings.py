@@ -188,14 +188,15 @@ def load_vectors(path: str | Path) -> tuple[np.ndarray, np.ndarray, str]:
 def build_item_vectors(items_path: str | Path, out_path: str | Path, cfg=None) -> dict:
     """The embedding stage: the validated items table -> ``out_path`` (``save_vectors``).
 
-    ``cfg`` is an ``LMConfig`` or anything with its fields (``cache_dir`` among them).
+    ``cfg``: params.yaml's ``lm`` section (``cache_dir`` among its fields).
     Returns what a stage reports: the model, item count, cache hits and texts embedded.
     """
     import time
 
-    from models.lm import LMConfig, load_encoder
+    from flows.config import LMSettings
+    from models.lm import load_encoder
 
-    cfg = cfg or LMConfig()
+    cfg = cfg or LMSettings()
     started = time.perf_counter()
     items = pd.read_parquet(items_path, columns=["item_id", "text"])
     encoder = load_encoder(cfg)

