@@ -35,6 +35,12 @@ def timestamps_from_epoch(seconds: pd.Series) -> pd.Series:
     return pd.Series(stamps, index=seconds.index).dt.tz_localize("UTC")
 
 
+def seconds_of(timestamps: pd.Series) -> np.ndarray:
+    """Timezone-aware timestamps without nulls -> float64 epoch seconds (UTC), the clock every
+    decay is computed on."""
+    return timestamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]").astype("int64") / 1e6
+
+
 def epoch_seconds(timestamps: pd.Series) -> pd.Series:
     """UTC timestamps -> epoch seconds as nullable floats (the inverse of the above)."""
     naive = timestamps.astype(TIMESTAMP_DTYPE).dt.tz_localize(None).to_numpy("datetime64[us]")

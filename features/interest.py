@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from features.contract import seconds_of
+from features.decay import SECONDS_PER_DAY, exponential
+
 if TYPE_CHECKING:
     from flows.config import FeaturesConfig
-
-SECONDS_PER_DAY = 86_400.0
 
 
 def weights(cfg: FeaturesConfig, event_type, value) -> np.ndarray:
@@ -57,13 +58,12 @@ def decayed_states(keys: np.ndarray, seconds: np.ndarray, vectors: np.ndarray, h
     out = np.empty((n, vectors.shape[1]), dtype=np.float64)
     order = np.argsort(rank, kind="stable")
     bounds = np.searchsorted(rank[order], np.arange(rank.max() + 2 if n else 1))
-    scale = SECONDS_PER_DAY * half_life_days
     for r in range(len(bounds) - 1):
         idx = order[bounds[r] : bounds[r + 1]]
         if r == 0:
             out[idx] = vectors[idx]
         else:
-            factor = np.exp2(-(seconds[idx] - seconds[idx - 1]) / scale)
+            factor = exponential((seconds[idx] - seconds[idx - 1]) / SECONDS_PER_DAY, half_life_days)
             out[idx] = out[idx - 1] * factor[:, None] + vectors[idx]
     return out
 
@@ -75,8 +75,7 @@ def _day_last(keys: np.ndarray, seconds: np.ndarray) -> np.ndarray:
 
 
 def _sorted_events(events: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    stamps = events["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]")
-    seconds = stamps.astype("int64") / 1e6
+    seconds = seconds_of(events["timestamp"])
     keys = events[key].to_numpy()
     order = np.lexsort((seconds, keys))
     return keys[order], seconds[order], order
@@ -138,8 +137,8 @@ def item_feature_table(events: pd.DataFrame, params: FeaturesConfig) -> pd.DataF
 
 
 def _decay(values: np.ndarray, age_s: np.ndarray, half_life_days: float) -> np.ndarray:
-    # Reading before the stored event (negative age) must not inflate it: clip at weight 1.
-    return values * np.exp2(-np.maximum(age_s, 0.0) / (SECONDS_PER_DAY * half_life_days))
+    # Reading before the stored event (negative age) must not inflate it: the kernel clips at weight 1.
+    return values * exponential(age_s / SECONDS_PER_DAY, half_life_days)
 
 
 def decayed_count(events_decayed, last_event_s, at_seconds, params: FeaturesConfig) -> np.ndarray:

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from features.interest import SECONDS_PER_DAY, categories_of, category_weights, weights
+from features.contract import seconds_of
+from features.decay import SECONDS_PER_DAY, exponential
+from features.interest import categories_of, category_weights, weights
 from features.lm_profile import vector_rows
 from features.store import online_items, online_lm_profiles, online_users, push
 
@@ -25,20 +27,15 @@ if TYPE_CHECKING:
     from flows.config import FeaturesConfig
 
 
-def _seconds(events: pd.DataFrame) -> np.ndarray:
-    stamps = events["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]")
-    return stamps.astype("int64") / 1e6
-
-
 def _fold(stored: np.ndarray, stored_t: np.ndarray, keys: np.ndarray, seconds: np.ndarray,
           vectors: np.ndarray, half_life_days: float) -> tuple[np.ndarray, np.ndarray]:
     """New (state, time) per stored key; ``keys`` index rows of ``stored``; NaN time = no state."""
     latest = np.full(len(stored), -np.inf)
     np.maximum.at(latest, keys, seconds)
     at = np.fmax(latest, stored_t)
-    scale = SECONDS_PER_DAY * half_life_days
-    state = np.where(np.isnan(stored_t)[:, None], 0.0, stored * np.exp2(-(at - np.nan_to_num(stored_t))[:, None] / scale))
-    contributions = vectors * np.exp2(-(at[keys] - seconds) / scale)[:, None]
+    state = np.where(np.isnan(stored_t)[:, None], 0.0,
+                     stored * exponential((at - np.nan_to_num(stored_t))[:, None] / SECONDS_PER_DAY, half_life_days))
+    contributions = vectors * exponential((at[keys] - seconds) / SECONDS_PER_DAY, half_life_days)[:, None]
     np.add.at(state, keys, contributions)
     return state, at
 
@@ -59,7 +56,7 @@ def update_users(store: FeatureStore, events: pd.DataFrame, items: pd.DataFrame,
         np.r_[np.asarray(v, dtype=np.float64), c] if v is not None and not np.isnan(t) else np.zeros(n_cat + 1)
         for v, c, t in zip(current["interest"], current["events_decayed"].fillna(0.0), stored_t)
     ])
-    seconds = _seconds(events)
+    seconds = seconds_of(events["timestamp"])
     each = weights(params, events["event_type"].to_numpy(), events["value"].to_numpy())
     weighted = category_weights(items, events["item_id"].to_numpy(), categories) * each[:, None]
     vectors = np.c_[weighted, np.ones(len(events))]
@@ -101,7 +98,7 @@ def fold_items(current: pd.DataFrame, events: pd.DataFrame, params: FeaturesConf
     if not np.array_equal(current["item_id"].to_numpy(), item_ids):
         raise ValueError("current rows must be the events' distinct items, sorted")
     stored_t = current["last_event_s"].to_numpy(dtype=np.float64, na_value=np.nan)
-    seconds = _seconds(events)
+    seconds = seconds_of(events["timestamp"])
     ones = np.ones((len(events), 1))
     pushed = {}
     for column, half_life in (("popularity_short", params.item_short_half_life_days),
@@ -140,7 +137,7 @@ def update_lm_profiles(
     rows = vector_rows(events["item_id"].to_numpy(), np.asarray(item_ids))
     each = weights(params, events["event_type"].to_numpy(), events["value"].to_numpy()) * (rows >= 0)
     added = np.c_[np.where((rows >= 0)[:, None], vectors[np.maximum(rows, 0)], 0.0) * each[:, None], each]
-    state, at = _fold(stored, stored_t, keys, _seconds(events), added, params.user_half_life_days)
+    state, at = _fold(stored, stored_t, keys, seconds_of(events["timestamp"]), added, params.user_half_life_days)
     total = state[:, -1:]
     mean = np.divide(state[:, :-1], total, out=np.zeros_like(state[:, :-1]), where=total > 0).astype(np.float32)
     pushed = pd.DataFrame(

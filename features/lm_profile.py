@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from features.interest import SECONDS_PER_DAY, _day_last, _sorted_events, decayed_states, weights
+from features.decay import SECONDS_PER_DAY, exponential
+from features.interest import _day_last, _sorted_events, decayed_states, weights
 
 if TYPE_CHECKING:
     from flows.config import FeaturesConfig
@@ -57,7 +58,7 @@ def lm_profile_table(
     last = _day_last(keys, seconds)
     group = np.cumsum(np.r_[True, last[:-1]]) - 1 if len(keys) else np.empty(0, np.int64)
     day_seconds = seconds[last]
-    factor = each * np.exp2(-(day_seconds[group] - seconds) / (SECONDS_PER_DAY * params.user_half_life_days))
+    factor = each * exponential((day_seconds[group] - seconds) / SECONDS_PER_DAY, params.user_half_life_days)
     per_day = sp.csr_matrix(
         (factor[rows >= 0], (group[rows >= 0], rows[rows >= 0])), shape=(int(last.sum()), len(item_ids))
     )

@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-SECONDS_PER_DAY = 86_400.0
+from features.contract import seconds_of
+from features.decay import SECONDS_PER_DAY
+
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,7 @@ class Interactions:
     def from_events(cls, events: pd.DataFrame) -> "Interactions":
         user_ids, users = np.unique(events["user_id"].to_numpy(), return_inverse=True)
         item_ids, items = np.unique(events["item_id"].to_numpy(), return_inverse=True)
-        stamps = events["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]")
-        seconds = stamps.astype("int64") / 1e6
+        seconds = seconds_of(events["timestamp"])
         return cls(
             user_ids=user_ids,
             item_ids=item_ids,

@@ -14,6 +14,7 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from features.decay import SECONDS_PER_DAY, exponential
 from models.baselines import CombinedScorer, DecayedItemKNN, Recommender
 from models.interactions import Interactions
 
@@ -47,8 +48,8 @@ def profiles(data: Interactions, item_vectors: np.ndarray, half_life_days: float
     and a long-idle user keeps a profile instead of underflowing to zero)."""
     last = np.full(data.n_users, -np.inf)
     np.maximum.at(last, data.users, data.seconds)
-    age_days = (last[data.users] - data.seconds) / 86_400.0
-    weights = np.exp2(-age_days / half_life_days).astype(np.float32)
+    age_days = (last[data.users] - data.seconds) / SECONDS_PER_DAY
+    weights = exponential(age_days, half_life_days).astype(np.float32)
     matrix = sp.csr_matrix((weights, (data.users, data.items)), shape=(data.n_users, data.n_items))
     return normalise(np.asarray(matrix @ item_vectors))
 

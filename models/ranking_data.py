@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from features.decay import SECONDS_PER_DAY
 from models.baselines import EASE, DecayedItemKNN, DecayedPopularity, minmax_rows
 from models.candidates import top_unseen, union
-from models.interactions import SECONDS_PER_DAY, Interactions
+from models.interactions import Interactions
 from models.lm_score import ItemVectors, normalise
 
 if TYPE_CHECKING:

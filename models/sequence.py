@@ -30,7 +30,8 @@ from torch.nn import functional as F
 
 from flows.config import SequenceSettings
 from models.baselines import Recommender
-from models.interactions import SECONDS_PER_DAY, Interactions
+from features.decay import SECONDS_PER_DAY
+from models.interactions import Interactions
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.interest import SECONDS_PER_DAY, categories_of, category_weights, decayed_count, read_items
+from features.contract import seconds_of
+from features.decay import SECONDS_PER_DAY, exponential
+from features.interest import categories_of, category_weights, decayed_count, read_items
 from features.lm_profile import unit_profiles
 from flows.config import Params
 from models.baselines import EASE, DecayedItemKNN, DecayedPopularity, minmax_rows
@@ -491,7 +493,7 @@ class Engine:
         if unknown.any():
             row = int(np.flatnonzero(unknown.to_numpy())[0])
             raise UnknownItem(["body", row, "item_id"], int(events["item_id"].iloc[row]))
-        self.clock.check_events(_seconds(events))
+        self.clock.check_events(seconds_of(events["timestamp"]))
         online = True
         with self.log.locked():
             self.catch_up()
@@ -536,7 +538,7 @@ class Engine:
 
     def _fold_memory(self, events: pd.DataFrame) -> None:
         self.seen.add(events)
-        seconds = _seconds(events)
+        seconds = seconds_of(events["timestamp"])
         cols = self.columns(events["item_id"].to_numpy())
         users = events["user_id"].to_numpy()
         for user in np.unique(users):
@@ -547,9 +549,9 @@ class Engine:
             self.histories[int(user)] = (new_cols[order], new_seconds[order])
         known = cols >= 0
         later = max(self._pop_at, float(seconds.max()))
-        scale = SECONDS_PER_DAY * self.train.pop_half_life_days
-        pop = self.pop * np.exp2(-(later - self._pop_at) / scale)
-        np.add.at(pop, cols[known], np.exp2(-np.maximum(later - seconds[known], 0.0) / scale))
+        half_life = self.train.pop_half_life_days
+        pop = self.pop * exponential((later - self._pop_at) / SECONDS_PER_DAY, half_life)
+        np.add.at(pop, cols[known], exponential((later - seconds[known]) / SECONDS_PER_DAY, half_life))
         self.pop, self._pop_at = pop, later
 
     def active_users(self, n: int) -> list[int]:
@@ -586,11 +588,6 @@ def check_store(store, params: Params) -> None:
 
 def _since(started: float, name: str = "total") -> dict[str, float]:
     return {name: round((time.perf_counter() - started) * 1000, 2)}
-
-
-def _seconds(events: pd.DataFrame) -> np.ndarray:
-    """Event times as epoch seconds (float64)."""
-    return events["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]").astype("int64") / 1e6
 
 
 def _floats(values: list) -> np.ndarray:

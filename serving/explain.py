@@ -9,7 +9,7 @@ import logging
 
 import numpy as np
 
-from features.interest import SECONDS_PER_DAY
+from features.decay import SECONDS_PER_DAY
 from features.lm_profile import unit_profiles
 from models.baselines import decay
 from models.candidates import SOURCES

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.interest import SECONDS_PER_DAY, weights
+from features.decay import SECONDS_PER_DAY
+from features.interest import weights
 from flows.config import FeaturesConfig
 from features.lm_profile import lm_profile_table, unit_profiles, vector_rows
 from features.synthetic import SyntheticConfig, make_drift_dataset

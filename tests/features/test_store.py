@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from features.feature_repo.definitions import repository
-from features.interest import SECONDS_PER_DAY, categories_of, category_weights, latest_rows, read_users
+from features.decay import SECONDS_PER_DAY
+from features.interest import categories_of, category_weights, latest_rows, read_users
 from features.live import update_items, update_lm_profiles, update_users
 from features.lm_profile import lm_profile_table
 from features.store import (

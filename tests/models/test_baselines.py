@@ -29,7 +29,8 @@ from models.baselines import (
     spd_inverse,
     user_half_lives,
 )
-from models.interactions import SECONDS_PER_DAY, Interactions
+from features.decay import SECONDS_PER_DAY
+from models.interactions import Interactions
 
 T0 = 1_000_000_000  # epoch seconds of day 0
 
