@@ -21,10 +21,11 @@ def _params(args: argparse.Namespace):
     return load_params(args.params, dataset=getattr(args, "dataset", None))
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
-    from flows.steps import ingest_step
+def cmd_step(args: argparse.Namespace) -> int:
+    """A step of the table (flows/pipeline.py) with nothing to print but its log."""
+    from flows.pipeline import BY_NAME
 
-    ingest_step(_params(args))
+    BY_NAME[args.command].run(_params(args))
     return 0
 
 
@@ -73,34 +74,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from flows.steps import validate_step
 
     validate_step(_params(args))
-    return 0
-
-
-def cmd_split(args: argparse.Namespace) -> int:
-    from flows.steps import split_step
-
-    split_step(_params(args))
-    return 0
-
-
-def cmd_features(args: argparse.Namespace) -> int:
-    from flows.steps import features_step
-
-    features_step(_params(args))
-    return 0
-
-
-def cmd_embed(args: argparse.Namespace) -> int:
-    from flows.steps import embed_step
-
-    embed_step(_params(args))
-    return 0
-
-
-def cmd_profiles(args: argparse.Namespace) -> int:
-    from flows.steps import profiles_step
-
-    profiles_step(_params(args))
     return 0
 
 
@@ -262,6 +235,11 @@ def cmd_dag(args: argparse.Namespace) -> int:
     return 0
 
 
+def _first_sentence(doc: str | None) -> str:
+    text = " ".join((doc or "").split("\n\n")[0].split())
+    return text.split(". ")[0].rstrip(".")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="decayrec", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
@@ -275,25 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     add("run", cmd_run, "the main job: the whole pipeline on the configured data set, then the champion beside the baselines")
-    add("ingest", cmd_ingest, "read the data set into canonical Parquet tables")
-    add("split", cmd_split, "write the P0/P1/P2 evaluation splits")
-    add("features", cmd_features, "compute decayed features, apply the Feast repo, load the online store")
-    add("embed", cmd_embed, "embed item text with the language model (cached by model and text)")
-    add("profiles", cmd_profiles, "users' LM profiles (decayed mean of item vectors) into the Feast store")
-    train = add("train", cmd_train, "search, train and test the scorer beside the baselines; gate and register it")
-    train.add_argument("--protocol", choices=["P1", "P2"], help="one protocol (default: train.protocols)")
-    add("rollback", cmd_rollback, "restore the previous champion")
-    add("package", cmd_package, "bundle the champion for the service and build its bento")
-    add("retrain", cmd_retrain, "the whole pipeline as a Prefect flow: each step skipped when its inputs are unchanged")
-    schedule = add("schedule", cmd_schedule, "create the retrain deployment on a Prefect server and serve its runs")
-    schedule.add_argument("--cron", required=True, help='e.g. "0 3 * * *" (03:00 every day)')
-    schedule.add_argument("--name", help="deployment name (default: retrain-<dataset>)")
-    evaluate = add("evaluate", cmd_evaluate, "tune, refit and test every baseline; write the report")
-    evaluate.add_argument("--protocol", choices=["P0", "P1", "P2"], help="one protocol (default: evaluate.protocols)")
-    dag = add("dag", cmd_dag, "dvc.yaml generated from the step table (flows/pipeline.py)")
-    dag.add_argument("--write", action="store_true", help="write it next to the params file")
-    dag.add_argument("--check", action="store_true", help="exit 1 when the file there differs")
-    check = add("validate", cmd_validate, "validate the ingested tables, or any event file with --events")
+    # Every step of the table is a command: its help is the step function's first line.
+    from flows.pipeline import STEPS
+
+    handlers = {"validate": cmd_validate, "evaluate": cmd_evaluate, "train": cmd_train, "package": cmd_package}
+    steps = {s.name: add(s.name, handlers.get(s.name, cmd_step), _first_sentence(s.run.__doc__)) for s in STEPS}
+    steps["train"].add_argument("--protocol", choices=["P1", "P2"], help="one protocol (default: train.protocols)")
+    steps["evaluate"].add_argument("--protocol", choices=["P0", "P1", "P2"], help="one protocol (default: evaluate.protocols)")
+    check = steps["validate"]
     check.add_argument("--events", help="an event file to check (CSV or Parquet)")
     check.add_argument("--items", help="its item catalogue (optional)")
     check.add_argument("--columns", help="event column mapping, e.g. user_id=uid,item_id=iid,value=r,timestamp=ts")
@@ -301,6 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--delimiter")
     check.add_argument("--encoding")
     check.add_argument("--timestamp-format", choices=["epoch_s", "iso"])
+    add("rollback", cmd_rollback, "restore the previous champion")
+    add("retrain", cmd_retrain, "the whole pipeline as a Prefect flow: each step skipped when its inputs are unchanged")
+    schedule = add("schedule", cmd_schedule, "create the retrain deployment on a Prefect server and serve its runs")
+    schedule.add_argument("--cron", required=True, help='e.g. "0 3 * * *" (03:00 every day)')
+    schedule.add_argument("--name", help="deployment name (default: retrain-<dataset>)")
+    dag = add("dag", cmd_dag, "dvc.yaml generated from the step table (flows/pipeline.py)")
+    dag.add_argument("--write", action="store_true", help="write it next to the params file")
+    dag.add_argument("--check", action="store_true", help="exit 1 when the file there differs")
     return parser
 
 

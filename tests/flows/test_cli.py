@@ -162,3 +162,13 @@ def test_missing_file_is_one_line(tmp_path, capsys):
     code, _, err = run(["validate", "--events", str(tmp_path / "nope.csv")], capsys)
     assert code == 1
     assert err.strip() == f"error: {tmp_path / 'nope.csv'}: no such file"
+
+
+def test_every_step_of_the_table_is_a_command_named_in_the_help(capsys):
+    from flows.cli import main
+    from flows.pipeline import STEPS
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = capsys.readouterr().out
+    assert all(f"    {step.name} " in shown for step in STEPS)
