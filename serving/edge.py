@@ -7,9 +7,8 @@ back as 20 MB and a NaN made the error itself unserialisable (a 500).
 from __future__ import annotations
 
 import hmac
-import logging
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -17,8 +16,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.schemas import BadRequest, ErrorBody, OutsideClock
-
-log = logging.getLogger(__name__)
 
 MAX_ERRORS = 10  # listed per response; a list of 1,000 bad events names the first ten
 MAX_MESSAGE = 300  # characters per message
@@ -155,16 +152,10 @@ def token_guard(expected: str):
     """A dependency that lets a request through only with ``Authorization: Bearer <expected>``."""
     bearer = HTTPBearer(auto_error=False, description="the write token (serving.token_env)")
 
-    def check(credentials: HTTPAuthorizationCredentials | None = _depends(bearer)) -> None:
+    def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         given = credentials.credentials if credentials else ""
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise HTTPException(401, [error(["header", "Authorization"], "a valid Bearer token is required", "unauthorized")],
                                 headers={"WWW-Authenticate": "Bearer"})
 
     return check
-
-
-def _depends(dependency):
-    from fastapi import Depends
-
-    return Depends(dependency)
