@@ -5,7 +5,7 @@ and decay speed.
 
 Quality: DecayedItemKNN (k=250) and SAR (jaccard) with fixed half-lives (7, 30, 90, 365 days)
 and with ``half_life_days="learned"`` (a half-life per user fitted on the fitting data,
-``features.decay.fit_user_half_lives``), plus "learned-global" (the same fit with an
+``features.learned_decay.fit_user_half_lives``), plus "learned-global" (the same fit with an
 infinitely sure prior: one learned half-life for everyone), so that the per-user part and
 the learned global part can be told apart, and "learned (per-user holdout)" (each user's
 latest quarter of events as targets instead of the globally latest quarter). Validation: fit on train; test: fit on
@@ -15,7 +15,8 @@ kinds: linear (``max(0, 1 - age / 2h)``, half weight at the same ``h``) and time
 (7 / 30 / 90 / 365 days weighing 8:4:2:1), ``models.baselines.Decayed``.
 
 Speed: ``decayed_sums`` over every ml-1m event (per user, and per user x genre), and the
-``DecayState`` update throughput in batches, in time order and shuffled (late events).
+live fold's throughput (``features.live``, the online store's update rule) in batches, in
+time order and shuffled (late events).
 
 Prints a table, then one JSON line.
 """
@@ -34,7 +35,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from features.decay import DecayState, LearnedDecay, decayed_sums  # noqa: E402
+from features.decay import SECONDS_PER_DAY, decayed_sums, exponential  # noqa: E402
+from features.learned_decay import LearnedDecay  # noqa: E402
+from features.live import _fold  # noqa: E402
 from flows.config import load_params  # noqa: E402
 from flows.steps import ensure_splits  # noqa: E402
 from models import metrics  # noqa: E402
@@ -123,7 +126,7 @@ def table(results: dict) -> str:
 
 
 def speed(events: pd.DataFrame, items: pd.DataFrame) -> dict:
-    """decayed_sums over all events and DecayState throughput."""
+    """decayed_sums over all events, and the live fold's throughput."""
     users = events["user_id"].to_numpy()
     seconds = events["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]").astype("int64") / 1e6
     at = float(seconds.max())
@@ -150,24 +153,23 @@ def speed(events: pd.DataFrame, items: pd.DataFrame) -> dict:
     out["user_genre_rows"] = int(counts.sum())
     out["explode_genres_python_s"] = round(explode_s, 3)
 
+    # The live path (features.live._fold): dense per-user state, folded batch by batch.
+    user_ids, keys = np.unique(users, return_inverse=True)
+    _, batch_scores = decayed_sums(users, seconds, None, at, 30.0)
     order = np.argsort(seconds, kind="stable")
     shuffled = np.random.default_rng(0).permutation(len(users))
     for label, perm in (("time_order", order), ("shuffled", shuffled)):
         for batch in (1_000, 10_000, 100_000):
-            state = DecayState(half_life_days=30.0)
+            state, last = np.zeros((len(user_ids), 1)), np.full(len(user_ids), np.nan)
             started = time.perf_counter()
             for lo in range(0, len(perm), batch):
                 idx = perm[lo : lo + batch]
-                state.update(users[idx], seconds[idx])
+                state, last = _fold(state, last, keys[idx], seconds[idx], np.ones((len(idx), 1)), 30.0)
+                last = np.where(np.isinf(last), np.nan, last)
             elapsed = time.perf_counter() - started
-            out[f"update_{label}_batch_{batch}_events_per_s"] = round(len(perm) / elapsed)
-        _, batch_scores = decayed_sums(users, seconds, None, at, 30.0)
-        out[f"update_{label}_max_rel_err_vs_batch"] = float(np.max(np.abs(state.read(state.keys, at) / batch_scores - 1)))
-    started = time.perf_counter()
-    reads = 1000
-    for user in state.keys[:reads]:
-        state.read(np.array([user]), at)
-    out["read_one_key_us"] = round((time.perf_counter() - started) / reads * 1e6, 1)
+            out[f"fold_{label}_batch_{batch}_events_per_s"] = round(len(perm) / elapsed)
+        read = state[:, 0] * exponential((at - last) / SECONDS_PER_DAY, 30.0)
+        out[f"fold_{label}_max_rel_err_vs_batch"] = float(np.max(np.abs(read / batch_scores - 1)))
     return out
 
 

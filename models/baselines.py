@@ -22,15 +22,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from features.decay import (
-    LearnedDecay,
-    UserHalfLives,
-    exponential,
-    fit_user_half_lives,
-    holdout_mask,
-    linear,
-    time_windows,
-)
+from features.decay import exponential, linear, time_windows
+from features.learned_decay import LearnedDecay, UserHalfLives, fit_user_half_lives, holdout_mask
 from models.interactions import Interactions
 
 # Rows scored per batch: bounds the dense intermediates to BATCH_ROWS x n_items.
@@ -110,7 +103,7 @@ def decay(age_days: np.ndarray, half_life_days: float | np.ndarray) -> np.ndarra
     return exponential(age_days, half_life_days)
 
 
-# "learned": a half-life per user, fitted on the fitting data (features.decay).
+# "learned": a half-life per user, fitted on the fitting data (features.learned_decay).
 HalfLife = float | Literal["learned"]
 DecayName = Literal["exponential", "linear", "window"]
 
@@ -160,7 +153,7 @@ def user_half_lives(
     """Per user row, the half-life a decayed model uses, and the fit when it was learned.
 
     A fixed half-life is repeated per user. ``"learned"`` fits one per user with
-    ``features.decay.fit_user_half_lives`` on ``data`` alone: the last ``holdout`` share of
+    ``features.learned_decay.fit_user_half_lives`` on ``data`` alone: the last ``holdout`` share of
     its events are the targets, predicted through the model's own scoring matrix, which
     ``transition(binary user x item matrix)`` builds from the OTHER events only, so that
     the targets never leak into the similarity that predicts them.

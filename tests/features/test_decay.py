@@ -1,4 +1,4 @@
-"""Tests of features.decay: hand-computed decay values, batch = incremental, learned decay."""
+"""Tests of features.decay and features.learned_decay: hand-computed decay values, learned decay."""
 from __future__ import annotations
 
 import math
@@ -7,23 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from features.decay import (
-    SECONDS_PER_DAY,
-    DecayState,
-    LearnedDecay,
-    category_transition,
-    decay_weights,
-    decayed_sums,
-    event_weights,
-    exponential,
-    fit_user_half_lives,
-    holdout_mask,
-    linear,
-    time_windows,
-)
+from features.decay import SECONDS_PER_DAY, decay_weights, decayed_sums, event_weights, exponential, linear, time_windows
+from features.learned_decay import LearnedDecay, category_transition, fit_user_half_lives, holdout_mask
 from features.synthetic import SyntheticData, make_drift_dataset
 
 T0 = 1_000_000_000.0  # epoch seconds of day 0
@@ -146,113 +132,6 @@ def test_decayed_sums_take_a_half_life_per_event() -> None:
     seconds = np.full(2, T0)
     _, scores = decayed_sums(keys, seconds, None, T0 + 14 * DAY, np.array([7.0, 14.0]))
     np.testing.assert_allclose(scores, [0.25, 0.5], rtol=1e-15)
-
-
-def test_state_by_hand_with_a_late_event() -> None:
-    state = DecayState(half_life_days=7.0)
-    state.update(np.array([1]), np.array([T0 + 7 * DAY]), np.array([2.0]))
-    state.update(np.array([1]), np.array([T0 + 14 * DAY]), np.array([1.0]))  # 2 * 0.5 + 1
-    np.testing.assert_allclose(state.read(np.array([1]), T0 + 14 * DAY), [2.0])
-    # Late: a day-0 event is added decayed to day 14 (0.25 * 4) and day 14 stays the last.
-    state.update(np.array([1]), np.array([T0]), np.array([4.0]))
-    assert state.last_seconds.tolist() == [T0 + 14 * DAY]
-    np.testing.assert_allclose(state.read(np.array([1]), T0 + 14 * DAY), [3.0])
-    np.testing.assert_allclose(state.read(np.array([1]), T0 + 21 * DAY), [1.5])
-
-
-def test_state_reads_before_the_last_event_clip_the_decay_factor_to_one() -> None:
-    state = DecayState(half_life_days=7.0)
-    state.update(np.array([5, 5]), T0 + DAY * np.array([0.0, 7.0]))
-    at_last = state.read(np.array([5]), T0 + 7 * DAY)
-    np.testing.assert_allclose(at_last, [1.5])
-    # Neither un-decayed (1.5 * 2 ** (7/7)) nor forgetting the day-7 event: the score at day 7.
-    np.testing.assert_array_equal(state.read(np.array([5]), T0), at_last)
-    np.testing.assert_array_equal(state.read(np.array([5]), T0 - 1000 * DAY), at_last)
-
-
-def test_state_unknown_keys_read_zero_and_reads_take_a_time_per_key() -> None:
-    state = DecayState(half_life_days=1.0)
-    np.testing.assert_array_equal(state.read(np.array([1, 2]), T0), [0.0, 0.0])
-    state.update(np.array([2, 4]), np.array([T0, T0]))
-    np.testing.assert_allclose(state.read(np.array([4, 3, 2]), np.array([T0 + DAY, T0, T0 + 2 * DAY])), [0.5, 0.0, 0.25])
-    assert len(state) == 2
-    state.update(np.array([], dtype=np.int64), np.array([]))
-    assert len(state) == 2
-
-
-def test_state_keeps_a_half_life_per_key() -> None:
-    state = DecayState(half_life_days=7.0, key_half_lives=(np.array([2]), np.array([1.0])))
-    state.update(np.array([1, 2]), np.array([T0, T0]))
-    np.testing.assert_allclose(state.read(np.array([1, 2]), T0 + 7 * DAY), [0.5, 2.0**-7], rtol=1e-14)
-
-
-def test_state_rejects_mismatched_batches() -> None:
-    with pytest.raises(ValueError, match="one entry per event"):
-        DecayState().update(np.array([1, 2]), np.array([T0]))
-
-
-@st.composite
-def _event_batches(draw):
-    """Events (keys, seconds, weights) in a random order, cut into random batches."""
-    n = draw(st.integers(1, 60))
-    keys = draw(st.lists(st.integers(0, 6), min_size=n, max_size=n))
-    days = draw(st.lists(st.floats(0.0, 1000.0, allow_nan=False), min_size=n, max_size=n))
-    weights = draw(st.lists(st.floats(0.01, 100.0, allow_nan=False), min_size=n, max_size=n))
-    order = draw(st.permutations(range(n)))
-    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=6)))
-    return (
-        np.array(keys, dtype=np.int64)[order],
-        T0 + np.array(days)[order] * DAY,
-        np.array(weights)[order],
-        [0, *cuts, n],
-    )
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    batches=_event_batches(),
-    half_life=st.floats(0.05, 2000.0),
-    after_days=st.floats(0.0, 500.0, allow_nan=False),
-    before_days=st.floats(-1100.0, 1100.0, allow_nan=False),
-)
-def test_any_sequence_of_incremental_updates_equals_the_batch(batches, half_life, after_days, before_days) -> None:
-    keys, seconds, weights, cuts = batches
-    state = DecayState(half_life_days=half_life)
-    for lo, hi in zip(cuts[:-1], cuts[1:]):
-        state.update(keys[lo:hi], seconds[lo:hi], weights[lo:hi])
-    unique = np.unique(keys)
-    # At any time at or after every event: exactly the batch sum.
-    at = seconds.max() + after_days * DAY
-    _, batch = decayed_sums(keys, seconds, weights, at, half_life)
-    np.testing.assert_allclose(state.read(unique, at), batch, rtol=1e-9, atol=1e-300)
-    # At each key's own latest event: the batch's relative scores.
-    _, relative = decayed_sums(keys, seconds, weights, None, half_life)
-    np.testing.assert_allclose(state.scores, relative, rtol=1e-9, atol=1e-300)
-    # At any time at all: the batch at max(at, the key's latest) (the documented clip).
-    at = T0 + before_days * DAY
-    latest = np.array([seconds[keys == k].max() for k in unique])
-    expected = [
-        np.sum(weights[keys == k] * np.exp2(-(max(at, last) - seconds[keys == k]) / (half_life * DAY)))
-        for k, last in zip(unique, latest)
-    ]
-    np.testing.assert_allclose(state.read(unique, at), expected, rtol=1e-9, atol=1e-300)
-
-
-def test_long_spans_stay_finite_at_a_one_day_half_life() -> None:
-    # 22 years of events at a one-day half-life: 2 ** -8035 is below float64's range.
-    span = 22 * 365.25
-    seconds = T0 + DAY * np.array([0.0, span - 1 / 24, span])
-    with np.errstate(over="raise", invalid="raise", divide="raise"):
-        state = DecayState(half_life_days=1.0)
-        for s in seconds[::-1]:  # newest first: every later one is a late event
-            state.update(np.array([1]), np.array([s]))
-        _, relative = decayed_sums(np.ones(3), seconds, None, None, 1.0)
-        np.testing.assert_allclose(state.scores, [1.0 + 2 ** (-1 / 24)], rtol=1e-12)
-        np.testing.assert_allclose(relative, state.scores, rtol=1e-12)
-        # Read 22 years later still: an honest 0, not NaN or inf.
-        late = state.read(np.array([1]), seconds[-1] + span * DAY)
-        _, batch = decayed_sums(np.ones(3), seconds, None, seconds[-1] + span * DAY, 1.0)
-    assert late.tolist() == [0.0] and batch.tolist() == [0.0]
 
 
 # ---------------------------------------------------------------- decayed interest on drift data
@@ -435,5 +314,3 @@ def test_fit_rejects_bad_inputs() -> None:
         fit_user_half_lives(users, items, seconds, -np.ones((2, 2)))
     with pytest.raises(ValueError, match="increasing"):
         fit_user_half_lives(users, items, seconds, np.ones((2, 2)), config=LearnedDecay(grid_days=(4.0, 1.0)))
-    with pytest.raises(ValueError, match="finite"):
-        DecayState().update(np.array([1]), np.array([np.nan]))

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 import models.baselines as baselines
 from features.contract import TIMESTAMP_DTYPE
-from features.decay import LearnedDecay, holdout_mask
+from features.learned_decay import LearnedDecay, holdout_mask
 from models.baselines import (
     EASE,
     MODELS,
