@@ -176,6 +176,18 @@ def online_items(store: FeatureStore, item_ids) -> pd.DataFrame:
     return store.get_online_features(features=ITEM_FEATURES, entity_rows=rows).to_df()
 
 
+def within_ttl(last_event_s: np.ndarray, now: float) -> np.ndarray:
+    """Which stored states (by their ``last_event_s``; NaN: none) a read at ``now`` may use:
+    those no older than the views' TTL, Feast's point-in-time rule. The online store hands
+    back a row however old, so its readers apply the rule here, as training's reads do. A
+    state newer than ``now`` counts (an online row is the latest there is; its decay clips
+    the age at zero)."""
+    from features.feature_repo.definitions import TTL
+
+    last = np.asarray(last_event_s, dtype=np.float64)
+    return ~np.isnan(last) & (now - np.nan_to_num(last) <= TTL.total_seconds())
+
+
 def historical(store: FeatureStore, entity_rows: pd.DataFrame, features: list[str]) -> pd.DataFrame:
     """Point-in-time features for every entity row, exactly one output row per input row.
 

@@ -23,6 +23,7 @@ from models.baselines import EASE, DecayedItemKNN, DecayedPopularity, minmax_row
 from models.candidates import top_unseen, union
 from models.interactions import Interactions
 from models.lm_score import ItemVectors, normalise
+from models.signals import Signals, Sources, read, select
 
 if TYPE_CHECKING:
     from flows.config import CandidateSettings
@@ -41,13 +42,11 @@ class History:
     data: Interactions
     user_share: np.ndarray  # (n_users, n_categories) decayed interest share
     user_events: np.ndarray  # decayed event count at the history's end
-    user_last: np.ndarray  # epoch seconds of each user's last event
     profiles: np.ndarray  # (n_users, dim) unit LM profiles
     item_vectors: np.ndarray  # (n_items, dim) unit item vectors
     item_share: np.ndarray  # (n_items, n_categories) an item's unit of interest per category
     pop_short: np.ndarray
     pop_long: np.ndarray
-    recent: np.ndarray  # (n_users, m) each user's latest item columns, newest first, -1 pad
 
 
 @dataclass
@@ -60,7 +59,7 @@ class View:
     features: np.ndarray  # (len(rows), width, len(FEATURES)) float32
 
 
-def history(events: pd.DataFrame, items: pd.DataFrame, vectors: ItemVectors, features_cfg, recent_items: int) -> History:
+def history(events: pd.DataFrame, items: pd.DataFrame, vectors: ItemVectors, features_cfg) -> History:
     """Everything point-in-time about ``events``, read back through a Feast store of its own."""
     from features.feature_repo.definitions import repository
     from features.interest import categories_of, category_weights, read_items, read_users
@@ -99,28 +98,12 @@ def history(events: pd.DataFrame, items: pd.DataFrame, vectors: ItemVectors, fea
         data=data,
         user_share=np.stack(state["interest_share"].to_numpy()).astype(np.float32),
         user_events=state["events_decayed"].to_numpy(np.float64),
-        user_last=last,
         profiles=unit_profiles(users, vectors.vectors.shape[1]),
         item_vectors=normalise(vectors.aligned(data.item_ids)),
         item_share=category_weights(items, data.item_ids, categories),
         pop_short=popularity["popularity_short"].to_numpy(np.float64),
         pop_long=popularity["popularity_long"].to_numpy(np.float64),
-        recent=latest_items(data, recent_items),
     )
-
-
-def latest_items(data: Interactions, m: int) -> np.ndarray:
-    """Each user's ``m`` latest distinct item columns, newest first."""
-    order = np.lexsort((-data.seconds, data.users))
-    users, items = data.users[order], data.items[order]
-    out = np.full((data.n_users, m), -1, dtype=np.int64)
-    starts = np.searchsorted(users, np.arange(data.n_users))
-    ends = np.searchsorted(users, np.arange(data.n_users), side="right")
-    for u, (a, b) in enumerate(zip(starts, ends)):
-        _, first = np.unique(items[a:b], return_index=True)
-        latest = items[a:b][np.sort(first)][:m]
-        out[u, : len(latest)] = latest
-    return out
 
 
 CHUNK_ROWS = 1024  # users per chunk: bounds the (rows x recent x items) similarity block
@@ -135,7 +118,8 @@ def view(
     textbook ``I0 exp(-kt) + alpha LM`` scorer); the scorer then sees both scores apart.
     """
     rows = np.asarray(rows, dtype=np.int64)
-    parts = [_chunk(h, rows[i : i + CHUNK_ROWS], cf, ease, pop, alpha, cfg) for i in range(0, len(rows), CHUNK_ROWS)]
+    sources = Sources(cf, ease, h.item_vectors, cfg.recent_items)
+    parts = [_chunk(h, rows[i : i + CHUNK_ROWS], sources, pop, alpha, cfg) for i in range(0, len(rows), CHUNK_ROWS)]
     if not parts:
         return View(h, rows, np.empty((0, cfg.width), np.int64), np.empty((0, cfg.width, len(FEATURES)), np.float32))
     return View(h, rows, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
@@ -165,41 +149,11 @@ def ranks_of(scores: np.ndarray, columns: np.ndarray) -> np.ndarray:
     return out
 
 
-@dataclass
-class Signals:
-    """What candidates and features are made of, for some users: every item's scores under
-    each source and the users' decayed state. Training takes them from a ``History``; the
-    service from the live state of one user, so both make features with the same code."""
-
-    seen: sp.csr_matrix  # (rows, n_items) items in each user's history
-    cf: np.ndarray  # (rows, n_items) decayed item-CF, min-max per row
-    ease: np.ndarray  # (rows, n_items) EASE, min-max per row
-    lm: np.ndarray  # (rows, n_items) cosine of the LM profile and each item
-    lm_recent: np.ndarray  # (rows, n_items) best cosine with the user's recent items
-    pop: np.ndarray  # (n_items,) decayed popularity (the popularity source)
-    user_share: np.ndarray  # (rows, n_categories) decayed interest share
-    user_events: np.ndarray  # (rows,) decayed event count
-    user_last: np.ndarray  # (rows,) epoch seconds of the latest event
-    now: float  # the moment the state is taken at
-
-
-def _chunk(h: History, rows: np.ndarray, cf, ease, pop, alpha: float, cfg: CandidateSettings) -> tuple[np.ndarray, np.ndarray]:
-    recent_vectors = h.item_vectors[np.maximum(h.recent[rows], 0)] * (h.recent[rows] >= 0)[..., None]
-    signals = Signals(
-        seen=h.data.matrix()[rows],
-        cf=minmax_rows(cf.score(rows)),
-        ease=minmax_rows(ease.score(rows)),
-        lm=h.profiles[rows] @ h.item_vectors.T,
-        # One BLAS product over (rows x recent) vectors: einsum would not use BLAS here (5x slower).
-        lm_recent=(recent_vectors.reshape(-1, recent_vectors.shape[-1]) @ h.item_vectors.T)
-        .reshape(len(rows), -1, len(h.item_vectors)).max(axis=1),
-        pop=pop.score(rows[:1])[0],
-        user_share=h.user_share[rows],
-        user_events=h.user_events[rows],
-        user_last=h.user_last[rows],
-        now=h.data.now,
-    )
-    items, _, features = candidates(signals, h.item_share, h.pop_short, h.pop_long, alpha, cfg)
+def _chunk(h: History, rows: np.ndarray, sources: Sources, pop, alpha: float, cfg: CandidateSettings) -> tuple[np.ndarray, np.ndarray]:
+    hist = select(h.data, rows)
+    scores = sources.scores(hist, h.profiles[rows])
+    s = read(hist, scores, pop.score(rows[:1])[0], h.user_share[rows], h.user_events[rows], h.data.now)
+    items, _, features = candidates(s, h.item_share, h.pop_short, h.pop_long, alpha, cfg)
     return items, features
 
 

@@ -80,13 +80,12 @@ def inner_split(protocol: str, fit: pd.DataFrame, label_share: float, window: in
 
 
 def phase(task: Task, items: pd.DataFrame, vectors: ItemVectors, features_cfg, settings: TrainConfig) -> Phase:
-    m = settings.candidates.recent_items
     inner = []
     for window in range(1, settings.label_windows + 1):
         earlier, labels = inner_split(task.protocol, task.fit, settings.label_share, window)
         target = encode(Task(task.protocol, f"inner{window}", earlier, labels, earlier))
-        inner.append((history(earlier, items, vectors, features_cfg, m), target))
-    outer = history(task.fit, items, vectors, features_cfg, m)
+        inner.append((history(earlier, items, vectors, features_cfg), target))
+    outer = history(task.fit, items, vectors, features_cfg)
     return Phase(inner, outer, encode(task))
 
 

@@ -17,7 +17,6 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,13 +29,15 @@ from features.decay import SECONDS_PER_DAY, exponential
 from features.interest import categories_of, category_weights, decayed_count, read_items
 from features.lm_profile import unit_profiles
 from flows.config import Params
-from models.baselines import EASE, DecayedItemKNN, DecayedPopularity, minmax_rows
+from models.baselines import EASE, DecayedItemKNN, DecayedPopularity
 from models.candidates import SOURCES
 from models.interactions import Interactions, positions
 from models.lm_score import ItemVectors, normalise
-from models.ranking_data import Signals, candidates, latest_items
+from models.ranking_data import candidates
+from models.signals import Signals, Sources, read
 from serving.admission import Clock, SeenEvents
 from serving.event_log import EventLog
+from serving.signal_cache import SignalCache
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,6 @@ class Engine:
         self.item_share = category_weights(bundle.items, self.item_ids, categories)
         self.vectors = bundle.vectors
         self.unit_vectors = normalise(bundle.vectors.aligned(self.item_ids))
-        self._unit_vectors_t = np.ascontiguousarray(self.unit_vectors.T)  # the layout a (k, d) @ (d, n) wants
         hp = bundle.hp
         # A sequence champion has no CF half-life of its own; /similar and reasons then use
         # the user interest half-life.
@@ -147,11 +147,9 @@ class Engine:
         # The online store already holds the logged events; memory gets them from the log.
         self.item_state = self._read_item_state()
         self._item_cache: tuple[float, tuple[np.ndarray, np.ndarray]] | None = None
-        # user -> (history it was made from, LM profile, its signal rows): see user_signals.
-        self._signal_cache: OrderedDict[int, tuple] = OrderedDict()
+        self.sources = Sources(self.knn, self.ease, self.unit_vectors, self.train.candidates.recent_items)
         row_bytes = 4 * len(self.item_ids) * np.dtype(np.float32).itemsize
-        self._signal_cache_users = int(self.params.serving.signal_cache_mb * 2**20 // row_bytes)
-        self.signal_hits = 0
+        self.signal_cache = SignalCache(int(self.params.serving.signal_cache_mb * 2**20 // row_bytes))
         with event_log.locked():  # a torn tail from a crash is set aside before anything reads
             event_log.repair()
         replayed, self._offset = event_log.read_from(0)
@@ -311,91 +309,38 @@ class Engine:
         return set() if found is None else {int(i) for i in self.item_ids[np.unique(found[0])]}
 
     def signals(self, hist: Interactions, stored: dict[str, list], now: float, profile: np.ndarray | None = None) -> Signals:
-        """The candidate sources' scores and the users' state at ``now``, as training makes
-        them: row ``r`` is ``hist``'s user ``r``, whose stored state is ``stored``'s row ``r``
-        (``profile``: their unit LM profiles, when the caller has them already)."""
+        """The candidate sources' scores and the users' state at ``now``, through training's
+        reader (``models.signals.read``): row ``r`` is ``hist``'s user ``r``, whose stored
+        state is ``stored``'s row ``r`` (``profile``: their unit LM profiles, when the caller
+        has them already)."""
         events = decayed_count(_floats(stored["events_decayed"]), _floats(stored["last_event_s"]), now, self.feature_params)
         if profile is None:
             profile = unit_profiles(stored, self.unit_vectors.shape[1])
-        cf, ease, lm, lm_recent = self.user_signals(hist, profile)
-        last = np.full(len(profile), -np.inf)
-        np.maximum.at(last, hist.users, hist.seconds)
-        return Signals(
-            seen=hist.matrix(),
-            cf=cf,
-            ease=ease,
-            lm=lm,
-            lm_recent=lm_recent,
-            pop=self.pop.astype(np.float32),  # decaying it to ``now`` would not change its order
-            user_share=stored_shares(stored, len(self.categories)),
-            user_events=events,
-            user_last=last,
-            now=now,
-        )
-
-    def user_signals(self, hist: Interactions, profile: np.ndarray) -> list[np.ndarray]:
-        """Item-CF, EASE, LM-profile and recent-items LM scores of every item, min-max scaled
-        as training scales them, one row per user of ``hist``.
-
-        Each row depends on nothing but the user's own events and LM profile, so it is kept
-        (``serving.signal_cache_mb``, least recently used out first) and served again while
-        both are unchanged: the same events (their history is replaced, never edited, when
-        events arrive) and an equal profile read from the online store."""
         users = [int(u) for u in hist.user_ids]
         counts = np.bincount(hist.users, minlength=len(users))
         # The history in memory, where ``hist`` was made from it; None where events were
         # folded in since (another thread) or the user has none: nothing kept applies.
         current = [self.histories.get(u) for u in users]
         current = [h if h is not None and len(h[0]) == n else None for h, n in zip(current, counts)]
-        out = [np.empty((len(users), len(self.item_ids)), dtype=np.float32) for _ in range(4)]
-        misses = []
-        for r, (user, events) in enumerate(zip(users, current)):
-            kept = self._signal_cache.get(user)
-            if kept is not None and events is not None and kept[0] is events and np.array_equal(kept[1], profile[r]):
-                self._signal_cache.move_to_end(user)
-                for rows, row in zip(out, kept[2]):
-                    rows[r] = row
-            else:
-                misses.append(r)
-        self.signal_hits += len(users) - len(misses)
-        if not misses:
-            return out
-        sub = hist if len(misses) == len(users) else self.histories_of([users[r] for r in misses])
-        for rows, computed in zip(out, self._compute_user_signals(sub, profile[misses])):
-            rows[misses] = computed
-        for r in misses:
-            if self._signal_cache_users and current[r] is not None:
-                self._signal_cache[users[r]] = (current[r], profile[r].copy(), [rows[r].copy() for rows in out])
-                self._signal_cache.move_to_end(users[r])
-        while len(self._signal_cache) > self._signal_cache_users:
-            self._signal_cache.popitem(last=False)
-        return out
 
-    def _compute_user_signals(self, hist: Interactions, profile: np.ndarray) -> list[np.ndarray]:
-        m = self.train.candidates.recent_items
-        recent = latest_items(hist, m)
-        recent_vectors = self.unit_vectors[np.maximum(recent, 0)] * (recent >= 0)[..., None]
-        # One pass over the catalogue's vectors for every profile and recent item: it is
-        # memory-bound, so a batch of users costs little more than one.
-        rows = len(profile)
-        cosines = np.vstack([profile, recent_vectors.reshape(-1, profile.shape[1])]) @ self._unit_vectors_t
-        return [
-            minmax_rows(self.knn.score_histories(hist)),
-            minmax_rows(self.ease.score_histories(hist)),
-            cosines[:rows],
-            cosines[rows:].reshape(rows, m, -1).max(axis=1),
-        ]
+        def compute(missing: list[int], profiles: np.ndarray) -> list[np.ndarray]:
+            sub = hist if len(missing) == len(users) else self.histories_of(missing)
+            return self.sources.scores(sub, profiles)
+
+        scores = self.signal_cache.rows(users, current, profile, len(self.item_ids), compute)
+        # Popularity decayed to ``now`` would not change its order: it is read as it stands.
+        return read(hist, scores, self.pop.astype(np.float32), stored_shares(stored, len(self.categories)), events, now)
 
     def item_features(self, now: float) -> tuple[np.ndarray, np.ndarray]:
         """Each catalogue item's decayed (short, long) popularity at ``now``. As in training's
         point-in-time reads, a state older than the views' TTL counts as none."""
-        from features.feature_repo.definitions import TTL
+        from features.store import within_ttl
 
         if self._item_cache is not None and self._item_cache[0] == now:
             return self._item_cache[1]
         state = self.item_state.reindex(self.item_ids)
         last = state["last_event_s"].to_numpy(dtype=np.float64, na_value=np.nan)
-        known = ~np.isnan(last) & (now - np.nan_to_num(last) <= TTL.total_seconds())
+        known = within_ttl(last, now)
         values = read_items(state[known].reset_index(), now, self.feature_params)
         short, long = np.zeros(len(self.item_ids)), np.zeros(len(self.item_ids))
         short[known], long[known] = values["popularity_short"].to_numpy(), values["popularity_long"].to_numpy()

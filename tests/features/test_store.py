@@ -14,6 +14,7 @@ from features.interest import categories_of, category_weights, latest_rows, read
 from features.live import update_items, update_lm_profiles, update_users
 from features.lm_profile import lm_profile_table
 from features.store import (
+    ITEM_FEATURES,
     LM_FEATURES,
     LM_VIEWS,
     USER_FEATURES,
@@ -28,6 +29,7 @@ from features.store import (
     online_users,
     open_store,
     stored_made_with,
+    within_ttl,
     write_tables,
 )
 from features.synthetic import SyntheticConfig, make_drift_dataset
@@ -151,6 +153,21 @@ def test_historical_rows_are_point_in_time_and_never_dropped(store_cfg, drift):
     )
     # Before the first event, past the TTL, and an unknown user: kept, with no features.
     assert rows["last_event_s"].iloc[1:].isna().all()
+
+
+def test_online_readers_apply_the_ttl_that_point_in_time_reads_apply(store_cfg, drift):
+    from features.feature_repo.definitions import TTL
+
+    store, tables = stored(store_cfg, drift.events, drift.items)
+    state = tables["item_popularity"].sort_values("event_timestamp").groupby("item_id").tail(1).iloc[0]
+    last, ttl = float(state["last_event_s"]), TTL.total_seconds()
+    at = np.array([last, last + ttl - 1, last + ttl, last + ttl + 1])
+    rows = historical(store, pd.DataFrame({"item_id": [int(state["item_id"])] * len(at),
+                                           "event_timestamp": pd.to_datetime(at, unit="s", utc=True)}), ITEM_FEATURES)
+    found = rows["last_event_s"].notna().to_numpy()
+    assert found[0] and not found[-1]  # the boundary is inside what is checked
+    assert [bool(within_ttl(np.array([last]), t)[0]) for t in at] == found.tolist()
+    assert not within_ttl(np.array([np.nan]), last).any()
 
 
 def test_live_events_update_online_state_like_a_batch_recompute(store_cfg, drift):

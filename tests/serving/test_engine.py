@@ -45,7 +45,7 @@ def test_serving_features_equal_the_training_features_for_the_same_history(engin
     params = load_params(trained)
     events, items = engine.bundle.events, engine.bundle.items
     hp, settings = engine.bundle.hp, params.train  # training reads params.yaml's train section
-    h = history(events, items, engine.vectors, params.features, settings.candidates.recent_items)
+    h = history(events, items, engine.vectors, params.features)
     assert np.array_equal(h.data.item_ids, engine.item_ids)
     rows = np.arange(0, h.data.n_users, max(1, h.data.n_users // 5))
     v = view(h, rows, DecayedItemKNN(k=settings.knn_k, half_life_days=hp["half_life_days"]).fit(h.data),
@@ -165,9 +165,9 @@ def test_kept_user_signals_answer_as_fresh_ones_until_the_users_events_change(tr
     engine = engine_for(trained, tmp_path)
     users = [int(u) for u in engine.bundle.events["user_id"].unique()[:4]]
     first = {u: engine.recommend(u, 10) for u in users}
-    assert engine.signal_hits == 0
+    assert engine.signal_cache.hits == 0
     again = {u: engine.recommend(u, 10) for u in users}
-    assert engine.signal_hits == len(users)  # every user's rows kept
+    assert engine.signal_cache.hits == len(users)  # every user's rows kept
     assert all(_listed(again[u]) == _listed(first[u]) for u in users)
 
     changed, untouched = users[0], users[1]
@@ -176,11 +176,11 @@ def test_kept_user_signals_answer_as_fresh_ones_until_the_users_events_change(tr
                            "value": [5.0], "timestamp": [at]})
     events["timestamp"] = events["timestamp"].astype("datetime64[us, UTC]")
     engine.ingest(events)
-    hits = engine.signal_hits
+    hits = engine.signal_cache.hits
     after = engine.recommend(changed, 10)
-    assert engine.signal_hits == hits  # the user's events changed: computed again
+    assert engine.signal_cache.hits == hits  # the user's events changed: computed again
     kept = engine.recommend(untouched, 10)
-    assert engine.signal_hits == hits + 1  # another user's events do not touch theirs
+    assert engine.signal_cache.hits == hits + 1  # another user's events do not touch theirs
     # A new engine (empty cache, the log replayed) computes both from scratch.
     fresh = engine_for(trained, tmp_path)
     assert _listed(fresh.recommend(changed, 10)) == _listed(after)

@@ -1,0 +1,99 @@
+"""What candidates and features are made of: the one reader of decayed state that training
+and serving share.
+
+Training reads a ``models.ranking_data.History`` (Feast point-in-time state); the service
+reads a user's live events and online state. Both hand their state arrays to ``read``, so
+the scorer sees in serving exactly what it saw in training, by construction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from models.baselines import EASE, DecayedItemKNN, minmax_rows
+from models.interactions import Interactions
+
+
+@dataclass
+class Signals:
+    """Every item's scores under each source and the users' decayed state, for some users."""
+
+    seen: sp.csr_matrix  # (rows, n_items) items in each user's history
+    cf: np.ndarray  # (rows, n_items) decayed item-CF, min-max per row
+    ease: np.ndarray  # (rows, n_items) EASE, min-max per row
+    lm: np.ndarray  # (rows, n_items) cosine of the LM profile and each item
+    lm_recent: np.ndarray  # (rows, n_items) best cosine with the user's recent items
+    pop: np.ndarray  # (n_items,) decayed popularity (the popularity source)
+    user_share: np.ndarray  # (rows, n_categories) decayed interest share
+    user_events: np.ndarray  # (rows,) decayed event count
+    user_last: np.ndarray  # (rows,) epoch seconds of the latest event
+    now: float  # the moment the state is taken at
+
+
+@dataclass
+class Sources:
+    """The fitted candidate sources over one catalogue: item-CF, EASE and the items' unit
+    LM vectors (``recent_items``: how many of a user's latest items ``lm_recent`` looks at)."""
+
+    knn: DecayedItemKNN
+    ease: EASE
+    unit_vectors: np.ndarray  # (n_items, dim)
+    recent_items: int
+    # The layout a (k, d) @ (d, n) product wants: one pass over memory per batch.
+    _vectors_t: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._vectors_t = np.ascontiguousarray(self.unit_vectors.T)
+
+    def scores(self, hist: Interactions, profiles: np.ndarray) -> list[np.ndarray]:
+        """``[cf, ease, lm, lm_recent]``: each ``(users of hist, n_items)`` float32, row ``r``
+        depending on nothing but user ``r``'s events and unit LM profile ``profiles[r]``."""
+        m = self.recent_items
+        recent = latest_items(hist, m)
+        recent_vectors = self.unit_vectors[np.maximum(recent, 0)] * (recent >= 0)[..., None]
+        rows = len(profiles)
+        # One BLAS product over every profile and recent item: memory-bound, so a batch of
+        # users costs little more than one (einsum would not use BLAS here: 5x slower).
+        cosines = np.vstack([profiles, recent_vectors.reshape(-1, profiles.shape[1])]) @ self._vectors_t
+        return [
+            minmax_rows(self.knn.score_histories(hist)),
+            minmax_rows(self.ease.score_histories(hist)),
+            cosines[:rows],
+            cosines[rows:].reshape(rows, m, -1).max(axis=1),
+        ]
+
+
+def read(hist: Interactions, scores: list[np.ndarray], pop: np.ndarray, user_share: np.ndarray,
+         user_events: np.ndarray, now: float) -> Signals:
+    """The signals of ``hist``'s users at ``now``, from ``Sources.scores`` of the same users
+    and their decayed state (interest share, decayed event count; ``pop``: the catalogue's)."""
+    last = np.full(hist.n_users, -np.inf)
+    np.maximum.at(last, hist.users, hist.seconds)
+    cf, ease, lm, lm_recent = scores
+    return Signals(seen=hist.matrix(), cf=cf, ease=ease, lm=lm, lm_recent=lm_recent, pop=pop, user_share=user_share,
+                   user_events=user_events, user_last=last, now=now)
+
+
+def latest_items(data: Interactions, m: int) -> np.ndarray:
+    """Each user's ``m`` latest distinct item columns, newest first, -1 padding."""
+    order = np.lexsort((-data.seconds, data.users))
+    users, items = data.users[order], data.items[order]
+    out = np.full((data.n_users, m), -1, dtype=np.int64)
+    starts = np.searchsorted(users, np.arange(data.n_users))
+    ends = np.searchsorted(users, np.arange(data.n_users), side="right")
+    for u, (a, b) in enumerate(zip(starts, ends)):
+        _, first = np.unique(items[a:b], return_index=True)
+        latest = items[a:b][np.sort(first)][:m]
+        out[u, : len(latest)] = latest
+    return out
+
+
+def select(data: Interactions, rows: np.ndarray) -> Interactions:
+    """The events of ``data``'s users at ``rows``, row ``r`` being ``rows[r]``; same items and ``now``."""
+    new = np.full(data.n_users, -1, dtype=np.int64)
+    new[rows] = np.arange(len(rows))
+    keep = new[data.users] >= 0
+    return Interactions(user_ids=data.user_ids[rows], item_ids=data.item_ids, users=new[data.users[keep]].astype(np.int32),
+                        items=data.items[keep], seconds=data.seconds[keep], values=data.values[keep], now=data.now)
