@@ -21,8 +21,9 @@ import pandas as pd  # noqa: E402
 
 from flows.cli import format_table  # noqa: E402
 from flows.config import load_params  # noqa: E402
-from flows.steps import ensure_splits, item_vectors, measure_champion  # noqa: E402
+from flows.steps import ensure_splits, item_vectors  # noqa: E402
 from models.baselines import make  # noqa: E402
+from models.champion import measure_champion  # noqa: E402
 from models.evaluate import ModelRun, context, evaluate_protocol, measure, rank  # noqa: E402
 from models.protocols import encode, load_parts, tasks  # noqa: E402
 from models.registry import Registry  # noqa: E402
@@ -60,7 +61,7 @@ def champion_run(params, protocol: str, parts: dict[str, pd.DataFrame], items: p
         return None
     task = tasks(protocol, parts)["test"]
     started = time.perf_counter()
-    overall, segments = measure_champion(registry, tag, task, items, item_vectors(params), params, params.train)
+    overall, segments = measure_champion(registry, tag, task, items, item_vectors(params), params)
     kind = registry.info(tag)["labels"].get("kind", "scorer")
     users = segments["all"]["users"]
     return ModelRun("champion", {"tag": tag, "kind": kind}, float("nan"), overall, segments, 0.0,

@@ -263,47 +263,6 @@ def git_commit() -> str:
         return "unknown"
 
 
-def kind_of(outcome) -> str:
-    return "sequence" if hasattr(outcome, "curve") else "scorer"
-
-
-def champion_metrics(registry, task, items, vectors, params, settings, phase=None) -> dict | None:
-    """The champion's test metrics on ``task`` (a protocol's test task): stored when it was
-    measured on this very data version, else measured now; None without a champion."""
-    tag = registry.champion()
-    if tag is None:
-        return None
-    info = registry.info(tag)
-    version = data_version(params.split.out_dir, task.protocol)
-    if info["labels"].get("data_version") == version and info["labels"].get("protocol") == task.protocol:
-        return info["metrics"]
-    log.info("measuring champion %s on this split (it was measured on another one)", tag)
-    return measure_champion(registry, tag, task, items, vectors, params, settings, phase)[0]
-
-
-def measure_champion(registry, tag, task, items, vectors, params, settings, phase=None) -> tuple[dict, dict]:
-    """``(overall, segments)`` test metrics of a registered model on ``task``.
-
-    ``phase`` (``models.train.Phase`` of ``task``) saves rebuilding the scorer's histories."""
-    from models.protocols import encode
-    from models.scorer import from_files
-    from models.sequence import SequenceModel
-    from models.train import measure_model, measure_net
-    from models.train import phase as make_phase
-
-    folder = registry.path(tag)
-    weights, config = (folder / "weights.safetensors").read_bytes(), (folder / "config.json").read_bytes()
-    segments = params.evaluate.segments
-    if registry.info(tag)["labels"].get("kind") == "sequence":
-        target = phase.target if phase is not None else encode(task)
-        model, _ = SequenceModel.from_files(weights, config, vectors)
-        return measure_model(model.bind(target.data), target, items, segments, settings)
-    net, stored = from_files(weights, config)
-    phase = phase if phase is not None else make_phase(task, items, vectors, params.features, settings)
-    overall, segs, _ = measure_net(net, stored["hp"], phase, items, segments, settings)
-    return overall, segs
-
-
 def train_step(params: Params, protocols: list[str] | None = None) -> dict:
     """Train the scorer (and the sequence model, when enabled) per protocol, evaluate them
     beside the baselines, register the first protocol's better-on-validation model and
@@ -313,8 +272,8 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
     from models.gate import decide
     from models.protocols import load_parts, tasks
     from models.registry import Registry
-    from models.scorer import to_bytes
-    from models.train import run, run_sequence, scorer_params, write_trials
+    from models.champion import champion_metrics
+    from models.train import run, run_sequence, write_trials
 
     cfg = params.train
     protocols = protocols or train_protocols(params)
@@ -338,16 +297,13 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
         challenger = primary
     registry = Registry(cfg.registry_dir)
     labels = {
-        "dataset": params.data.dataset, "protocol": primary.protocol, "kind": kind_of(challenger),
+        "dataset": params.data.dataset, "protocol": primary.protocol, "kind": challenger.kind,
         "data_version": data_version(params.split.out_dir, primary.protocol), "git_commit": git_commit(),
     }
-    extra = {"hp": challenger.params, "lm_model": params.lm.model}
-    if challenger is primary:  # the searched hyperparameters shape the net: store those
-        files = to_bytes(primary.net, scorer_params(primary.params, cfg.scorer), extra)
-    else:
-        files = challenger.model.to_bytes(extra)
+    files = challenger.model.to_files({"hp": challenger.params, "lm_model": params.lm.model})
     tag = registry.save(files, metrics=challenger.test, params=challenger.params, labels=labels)
-    champion = champion_metrics(registry, test_tasks[primary.protocol], items, vectors, params, cfg, primary.test_phase)
+    champion = champion_metrics(registry, test_tasks[primary.protocol], labels["data_version"], items, vectors, params,
+                                primary.test_phase)
     decision = decide(challenger.test, champion, cfg.gate)
     if decision.promote:
         registry.promote(tag, decision.reasons)
@@ -356,7 +312,7 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
     def row(o) -> dict:
         out = {"params": o.params, "valid_ndcg_at_10": round(o.valid, 4), **{k: round(v, 4) for k, v in o.test.items()},
                "train": o.train_stats, "segments": o.segments, "users": o.users}
-        if hasattr(o, "candidate_recall"):
+        if o.candidate_recall is not None:
             out["candidate_recall"] = {k: round(v, 4) for k, v in o.candidate_recall.items()}
         return out
 

@@ -16,6 +16,8 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -23,6 +25,7 @@ from torch import nn
 
 from flows.config import ScorerSettings
 from models.ranking_data import FEATURES, View
+from models.servable import EarlyStopping
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +127,8 @@ def train(
     net.mean.copy_(torch.from_numpy(sample.mean(axis=0)))
     net.std.copy_(torch.from_numpy(np.maximum(sample.std(axis=0), 1e-6)))
     optimiser = torch.optim.AdamW(net.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    history: list[float] = []
-    best, best_state, pairs, started = -np.inf, None, 0, time.perf_counter()
+    stopping = EarlyStopping(net, params.patience)
+    pairs, started = 0, time.perf_counter()
     for epoch in range(epochs or params.max_epochs):
         net.train()
         order = units[rng.permutation(len(units))]
@@ -146,17 +149,13 @@ def train(
         if monitor is None:
             continue
         score = monitor(net)
-        history.append(score)
         log.info("  epoch %d: validation %.4f", epoch + 1, score)
-        if score > best:
-            best, best_state = score, {k: t.clone() for k, t in net.state_dict().items()}
-        elif len(history) - 1 - int(np.argmax(history)) >= params.patience:
+        if stopping.update(score):
             break
-    if best_state is not None:
-        net.load_state_dict(best_state)
+    stopping.restore()
     elapsed = time.perf_counter() - started
     stats = {"train_s": round(elapsed, 2), "pairs": pairs, "pairs_per_s": round(pairs / max(elapsed, 1e-9)), "users": len(units)}
-    return net.eval(), history, stats
+    return net.eval(), stopping.curve, stats
 
 
 def _loss(net: ScorerNet, v: View, idx: np.ndarray, positive: np.ndarray, k: int, rng) -> tuple[torch.Tensor, int]:
@@ -187,23 +186,32 @@ def _loss(net: ScorerNet, v: View, idx: np.ndarray, positive: np.ndarray, k: int
     return (torch.logsumexp(everything, dim=1) - positive_logits).mean(), len(rows)
 
 
-def to_bytes(net: ScorerNet, params: ScorerSettings, extra: dict) -> dict[str, bytes]:
-    """The files of a stored scorer: safetensors weights and a JSON config."""
-    from safetensors.torch import save
+@dataclass
+class Scorer:
+    """A trained scorer as the registry stores it and the service loads it."""
 
-    config = {"features": list(FEATURES), "dim": net.proj.in_features, "params": params.model_dump(), **extra}
-    return {"weights.safetensors": save(net.state_dict()), "config.json": json.dumps(config, indent=1).encode()}
+    kind: ClassVar[str] = "scorer"
+    net: ScorerNet
+    settings: ScorerSettings  # what shaped the net (the searched hyperparameters applied)
+    hp: dict  # the searched hyperparameters: candidate sources' too (half-life, EASE, alpha)
 
+    def to_files(self, extra: dict) -> dict[str, bytes]:
+        """Safetensors weights and a JSON config (``extra``: more to record, e.g. the LM)."""
+        from safetensors.torch import save
 
-def from_files(weights: bytes, config: bytes) -> tuple[ScorerNet, dict]:
-    """A scorer from its stored files (safetensors: no code runs while loading)."""
-    from safetensors.torch import load
+        config = {"kind": self.kind, "features": list(FEATURES), "dim": self.net.proj.in_features,
+                  "params": self.settings.model_dump(), "hp": self.hp, **extra}
+        return {"weights.safetensors": save(self.net.state_dict()), "config.json": json.dumps(config, indent=1).encode()}
 
-    cfg = json.loads(config)
-    if cfg["features"] != list(FEATURES):
-        raise ValueError(f"stored scorer expects features {cfg['features']}, this code makes {list(FEATURES)}")
-    p = ScorerSettings(**cfg["params"])
-    net = ScorerNet(len(FEATURES), cfg["dim"], p.hidden, p.proj, p.dropout)
-    net.load_state_dict(load(weights))
-    return net.eval(), cfg
+    @classmethod
+    def from_files(cls, weights: bytes, config: bytes, vectors=None) -> tuple["Scorer", dict]:
+        """A scorer from its stored files (safetensors: no code runs while loading)."""
+        from safetensors.torch import load
 
+        cfg = json.loads(config)
+        if cfg["features"] != list(FEATURES):
+            raise ValueError(f"stored scorer expects features {cfg['features']}, this code makes {list(FEATURES)}")
+        p = ScorerSettings(**cfg["params"])
+        net = ScorerNet(len(FEATURES), cfg["dim"], p.hidden, p.proj, p.dropout)
+        net.load_state_dict(load(weights))
+        return cls(net.eval(), p, cfg.get("hp", {})), cfg

@@ -32,6 +32,7 @@ from flows.config import SequenceSettings
 from models.baselines import Recommender
 from features.decay import SECONDS_PER_DAY
 from models.interactions import Interactions
+from models.servable import EarlyStopping
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ class SequenceModel(Recommender):
     """Next-item scores from the user's recent sequence; see the module docstring."""
 
     name: ClassVar[str] = "sequence"
+    kind: ClassVar[str] = "sequence"  # models.servable
     needs_vectors: ClassVar[bool] = True
 
     item_vectors: object = None  # models.lm_score.ItemVectors
@@ -156,8 +158,8 @@ class SequenceModel(Recommender):
         inputs, in_days = torch.from_numpy(items[:, :-1]), torch.from_numpy(days[:, :-1])
         targets = torch.from_numpy(items[:, 1:] - 1)  # -1: padding
         optimiser = torch.optim.Adam(self.net_.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-        curve: list[float] = []
-        best, best_state, started, seen = -np.inf, None, time.perf_counter(), 0
+        stopping = EarlyStopping(self.net_, p.patience)
+        started, seen = time.perf_counter(), 0
         for epoch in range(p.epochs):
             self.net_.train()
             for b in rng.permutation(len(batches)):
@@ -177,24 +179,20 @@ class SequenceModel(Recommender):
             if monitor is not None:
                 self.net_.eval()  # no dropout while scoring
                 score = monitor(self)
-                curve.append(score)
                 log.info("  sequence epoch %d: loss %.4f, validation %.4f (%.0fs)", epoch + 1, loss.item(), score, elapsed)
-                if score > best:
-                    best, best_state = score, {k: t.clone() for k, t in self.net_.state_dict().items()}
-                elif len(curve) - 1 - int(np.argmax(curve)) >= p.patience:
+                if stopping.update(score):
                     break
             else:
                 log.info("  sequence epoch %d: loss %.4f (%.0fs)", epoch + 1, loss.item(), elapsed)
             if p.timeout_s is not None and elapsed > p.timeout_s:
                 log.info("  sequence: time budget of %.0fs spent after %d epoch(s)", p.timeout_s, epoch + 1)
                 break
-        if best_state is not None:
-            self.net_.load_state_dict(best_state)
+        stopping.restore()
         elapsed = time.perf_counter() - started
         self.stats_ = {"train_s": round(elapsed, 2), "epochs": epoch + 1, "targets": seen,
                        "targets_per_s": round(seen / max(elapsed, 1e-9)), "users": int(len(users))}
         self.net_.eval()
-        return curve
+        return stopping.curve
 
     def bind(self, data: Interactions) -> "SequenceModel":
         """Score for the users and items of ``data`` (the model stays as trained): items
@@ -224,12 +222,12 @@ class SequenceModel(Recommender):
                 out[start : start + len(chunk)] = (states[:, -1] @ table.T).numpy()
         return out
 
-    def to_bytes(self, extra: dict) -> dict[str, bytes]:
+    def to_files(self, extra: dict) -> dict[str, bytes]:
         """Stored files: safetensors weights (the id vocabulary included) and a JSON config."""
         from safetensors.torch import save
 
         tensors = {**self.net_.state_dict(), "vocabulary": torch.from_numpy(self.vocabulary_.astype(np.int64))}
-        config = {"kind": self.name, "params": self.params.model_dump(), "text_dim": self.net_.text.in_features
+        config = {"kind": self.kind, "params": self.params.model_dump(), "text_dim": self.net_.text.in_features
                   if self.net_.text is not None else 1, **extra}
         return {"weights.safetensors": save(tensors), "config.json": json.dumps(config, indent=1).encode()}
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,8 @@ from models.evaluate import context, measure, rank
 from models.lm_score import ItemVectors
 from models.protocols import Target, Task, encode, tasks
 from models.ranking_data import History, View, history, positives, view
-from models.scorer import ScorerNet, scores, top_items, train
+from models.scorer import Scorer, ScorerNet, scores, top_items, train
+from models.servable import Servable
 from models.sequence import SequenceModel
 
 log = logging.getLogger(__name__)
@@ -51,17 +52,24 @@ class Phase:
 
 @dataclass
 class Outcome:
+    """One trained model's results under one protocol."""
+
     protocol: str
-    params: dict  # chosen hyperparameters (search space + epochs)
-    valid: float
+    model: Servable
+    params: dict  # chosen hyperparameters (searched ones + epochs)
+    valid: float  # validation NDCG@10 of the chosen settings
     test: dict[str, float]
     segments: dict[str, dict[str, float]]
-    candidate_recall: dict[str, float]
-    trials: list[dict]
     train_stats: dict
-    net: ScorerNet
-    users: int
-    test_phase: Phase  # kept so that a champion can be measured on exactly this split
+    users: int  # test users measured
+    curve: list[float] = field(default_factory=list)  # validation score per epoch, when monitored
+    trials: list[dict] = field(default_factory=list)  # the search's trials, when searched
+    candidate_recall: dict[str, float] | None = None  # for models that rank candidates
+    test_phase: Phase | None = None  # kept so that a champion can be measured on exactly this split
+
+    @property
+    def kind(self) -> str:
+        return self.model.kind
 
 
 def inner_split(protocol: str, fit: pd.DataFrame, label_share: float, window: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -188,7 +196,8 @@ def run(protocol: str, parts: dict[str, pd.DataFrame], items: pd.DataFrame, vect
     overall, segs, rank = measure_net(net, hp, test, items, segments, settings, rank)
     candidate_recall = {"valid": valid_recall, "test": recall(rank.items, test.target.truth)}
     log.info("%s scorer: test ndcg@10 %.4f (candidate recall %.3f)", protocol, overall["ndcg_at_10"], candidate_recall["test"])
-    return Outcome(protocol, hp, valid_score, overall, segs, candidate_recall, trials, stats, net, len(test.target.rows), test)
+    return Outcome(protocol, Scorer(net, scorer_params(hp, settings.scorer), hp), hp, valid_score, overall, segs, stats,
+                   len(test.target.rows), trials=trials, candidate_recall=candidate_recall, test_phase=test)
 
 
 def measure_net(net: ScorerNet, hp: dict, p: Phase, items: pd.DataFrame, segments, settings: TrainConfig,
@@ -203,26 +212,13 @@ def measure_net(net: ScorerNet, hp: dict, p: Phase, items: pd.DataFrame, segment
     return overall, segs, rank
 
 
-@dataclass
-class SequenceOutcome:
-    protocol: str
-    params: dict
-    valid: float
-    test: dict[str, float]
-    segments: dict[str, dict[str, float]]
-    curve: list[float]
-    train_stats: dict
-    model: SequenceModel
-    users: int
-
-
 def ranked_ndcg(model, target: Target, k: int = 10) -> float:
     top, _ = rank(model, target, k, 1024)
     return float(np.nanmean(metrics.ranking_metrics(top, target.truth, k)["ndcg"]))
 
 
 def run_sequence(protocol: str, parts: dict[str, pd.DataFrame], items: pd.DataFrame, vectors: ItemVectors,
-                 segments, settings: TrainConfig) -> SequenceOutcome:
+                 segments, settings: TrainConfig) -> Outcome:
     """Train on the validation phase's fitting data (early stopping on its NDCG@10), then
     rank test from train + validation with the same weights."""
     p = settings.sequence
@@ -236,8 +232,8 @@ def run_sequence(protocol: str, parts: dict[str, pd.DataFrame], items: pd.DataFr
     log.info("%s sequence: test ndcg@10 %.4f", protocol, overall["ndcg_at_10"])
     chosen = {"epochs": int(np.argmax(curve)) + 1 if curve else model.stats_["epochs"], "lr": p.lr, "dim": p.dim,
               "blocks": p.blocks, "max_len": p.max_len}
-    return SequenceOutcome(protocol, chosen, max(curve, default=float("nan")), overall, segs, curve, model.stats_,
-                           model, len(test.rows))
+    return Outcome(protocol, model, chosen, max(curve, default=float("nan")), overall, segs, model.stats_, len(test.rows),
+                   curve=curve)
 
 
 def measure_model(model, target: Target, items: pd.DataFrame, segments, settings: TrainConfig):

@@ -26,18 +26,14 @@ import pandas as pd
 
 from features.contract import seconds_of
 from features.decay import SECONDS_PER_DAY, exponential
-from features.interest import categories_of, category_weights, decayed_count, read_items
-from features.lm_profile import unit_profiles
+from features.interest import categories_of, category_weights, read_items
 from flows.config import Params
-from models.baselines import EASE, DecayedItemKNN, DecayedPopularity
-from models.candidates import SOURCES
+from models.baselines import DecayedItemKNN, DecayedPopularity
 from models.interactions import Interactions, positions
 from models.lm_score import ItemVectors, normalise
-from models.ranking_data import candidates
-from models.signals import Signals, Sources, read
 from serving.admission import Clock, SeenEvents
 from serving.event_log import EventLog
-from serving.signal_cache import SignalCache
+from serving.ranking import RANKINGS
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +121,6 @@ class Engine:
         self.knn = DecayedItemKNN(k=self.train.knn_k, half_life_days=half_life).fit(data)
         self._similar_to = self.knn.similarity_.tocsc()  # column j: the items that lead to j
         self._similar_to.sort_indices()  # rows ascending in each column: searchable
-        self.ease = (EASE(reg=float(hp["ease_reg"]), max_items=self.train.ease_max_items).fit(data)
-                     if bundle.kind == "scorer" else None)
-        self.alpha = float(hp.get("alpha", 0.0))
         popularity = DecayedPopularity(half_life_days=self.train.pop_half_life_days).fit(data)
         # Popularity is decayed to a reference time of its own, which live events move
         # forward; only its order is read, so this moves no user's scores.
@@ -143,13 +136,13 @@ class Engine:
         self.histories: dict[int, tuple[np.ndarray, np.ndarray]] = {
             int(u): (items[a:b].copy(), seconds[a:b].copy()) for u, a, b in zip(data.user_ids, bounds[:-1], bounds[1:])
         }
-        self.model = self._load_model(model_dir)
+        from models.servable import load
+
+        self.model, _ = load(model_dir, self.vectors)
+        self.ranker = RANKINGS[self.model.kind](self, self.model, data)
         # The online store already holds the logged events; memory gets them from the log.
         self.item_state = self._read_item_state()
         self._item_cache: tuple[float, tuple[np.ndarray, np.ndarray]] | None = None
-        self.sources = Sources(self.knn, self.ease, self.unit_vectors, self.train.candidates.recent_items)
-        row_bytes = 4 * len(self.item_ids) * np.dtype(np.float32).itemsize
-        self.signal_cache = SignalCache(int(self.params.serving.signal_cache_mb * 2**20 // row_bytes))
         with event_log.locked():  # a torn tail from a crash is set aside before anything reads
             event_log.repair()
         replayed, self._offset = event_log.read_from(0)
@@ -160,22 +153,6 @@ class Engine:
                  time.perf_counter() - started)
 
     # ------------------------------------------------------------------ loading
-
-    def _load_model(self, folder: Path):
-        weights, config = (folder / "weights.safetensors").read_bytes(), (folder / "config.json").read_bytes()
-        if self.bundle.kind == "sequence":
-            from models.sequence import SequenceModel
-
-            return SequenceModel.from_files(weights, config, self.vectors)[0]
-        import torch
-
-        from models.scorer import from_files
-
-        net, _ = from_files(weights, config)
-        self._torch = torch
-        with torch.no_grad():  # the catalogue's projection, once (ScorerNet.score_projected)
-            self._projected = net.proj(torch.from_numpy(self.unit_vectors))
-        return net
 
     def _read_item_state(self) -> pd.DataFrame:
         """Every catalogue item's stored popularity state; from the training events and the
@@ -294,12 +271,14 @@ class Engine:
                                     as_of=now)
                 continue
             read = time.perf_counter()
-            if self.bundle.kind == "sequence":
-                lists = self._sequence(group)
-            else:
-                lists = self._scorer(self.histories_of(users), stored, group, now)
+            hist = self.histories_of(users)
+            lists = self.ranker.rank(hist, stored, group, now)
+            bounds = np.searchsorted(hist.users, np.arange(len(group) + 1))
             timings = {"online_read": round((read - started) * 1000, 2), **_since(read, "score")}
-            for i, ask, items in zip(members, group, lists):
+            for r, (i, ask, ranked) in enumerate(zip(members, group, lists)):
+                seen = np.unique(hist.items[bounds[r] : bounds[r + 1]])
+                items = [Recommendation(int(self.item_ids[c]), self.titles.get(int(self.item_ids[c]), str(self.item_ids[c])),
+                                        score, source, self.reason(why, seen, c)) for c, score, source, why in ranked]
                 out[i] = Answer(ask.user_id, items, degraded=stale, model=self.bundle.model, timings_ms=timings,
                                 batch=len(members), as_of=now)
         return out
@@ -307,29 +286,6 @@ class Engine:
     def _seen(self, user_id: int) -> set[int]:
         found = self.histories.get(int(user_id))
         return set() if found is None else {int(i) for i in self.item_ids[np.unique(found[0])]}
-
-    def signals(self, hist: Interactions, stored: dict[str, list], now: float, profile: np.ndarray | None = None) -> Signals:
-        """The candidate sources' scores and the users' state at ``now``, through training's
-        reader (``models.signals.read``): row ``r`` is ``hist``'s user ``r``, whose stored
-        state is ``stored``'s row ``r`` (``profile``: their unit LM profiles, when the caller
-        has them already)."""
-        events = decayed_count(_floats(stored["events_decayed"]), _floats(stored["last_event_s"]), now, self.feature_params)
-        if profile is None:
-            profile = unit_profiles(stored, self.unit_vectors.shape[1])
-        users = [int(u) for u in hist.user_ids]
-        counts = np.bincount(hist.users, minlength=len(users))
-        # The history in memory, where ``hist`` was made from it; None where events were
-        # folded in since (another thread) or the user has none: nothing kept applies.
-        current = [self.histories.get(u) for u in users]
-        current = [h if h is not None and len(h[0]) == n else None for h, n in zip(current, counts)]
-
-        def compute(missing: list[int], profiles: np.ndarray) -> list[np.ndarray]:
-            sub = hist if len(missing) == len(users) else self.histories_of(missing)
-            return self.sources.scores(sub, profiles)
-
-        scores = self.signal_cache.rows(users, current, profile, len(self.item_ids), compute)
-        # Popularity decayed to ``now`` would not change its order: it is read as it stands.
-        return read(hist, scores, self.pop.astype(np.float32), stored_shares(stored, len(self.categories)), events, now)
 
     def item_features(self, now: float) -> tuple[np.ndarray, np.ndarray]:
         """Each catalogue item's decayed (short, long) popularity at ``now``. As in training's
@@ -346,56 +302,6 @@ class Engine:
         short[known], long[known] = values["popularity_short"].to_numpy(), values["popularity_long"].to_numpy()
         self._item_cache = (now, (short, long))
         return short, long
-
-    def scored_candidates(self, hist: Interactions, stored: dict[str, list], now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(item columns, sources, scores)``, each ``(users, width)``: every user's
-        candidates, padding marked by column -1 and score -inf."""
-        profile = unit_profiles(stored, self.unit_vectors.shape[1])
-        signals = self.signals(hist, stored, now, profile)
-        short, long = self.item_features(now)
-        items, source, features = candidates(signals, self.item_share, short, long, self.alpha, self.train.candidates)
-        torch = self._torch
-        with torch.no_grad():
-            scores = self.model.score_projected(
-                torch.from_numpy(features), torch.from_numpy(profile), torch.from_numpy(items), self._projected).numpy()
-        scores[items < 0] = -np.inf
-        return items, source, scores
-
-    def _scorer(self, hist: Interactions, stored: dict[str, list], asks: list[Ask], now: float) -> list[list[Recommendation]]:
-        items, source, scores = self.scored_candidates(hist, stored, now)
-        bounds = np.searchsorted(hist.users, np.arange(len(asks) + 1))
-        lists = []
-        for r, ask in enumerate(asks):
-            seen = np.unique(hist.items[bounds[r] : bounds[r + 1]])
-            out = []
-            for j in np.argsort(-scores[r], kind="stable"):
-                if items[r, j] < 0:  # padding, sorted last
-                    break
-                item = int(self.item_ids[items[r, j]])
-                if item in ask.exclude:
-                    continue
-                name = SOURCES[source[r, j]]
-                out.append(Recommendation(item, self.titles.get(item, str(item)), float(scores[r, j]), name,
-                                          self.reason(name, seen, items[r, j])))
-                if len(out) == ask.k:
-                    break
-            lists.append(out)
-        return lists
-
-    def _sequence(self, asks: list[Ask]) -> list[list[Recommendation]]:
-        # One user at a time: bind() points the model at one history.
-        return [self._sequence_one(self.history(ask.user_id), ask.k, ask.exclude) for ask in asks]
-
-    def _sequence_one(self, hist: Interactions, k: int, exclude: frozenset[int]) -> list[Recommendation]:
-        with self._lock:  # bind() points the shared model at this user's history
-            scores = self.model.bind(hist).score(np.array([0]))[0].astype(np.float64)
-        seen = np.unique(hist.items)
-        scores[seen] = -np.inf
-        excluded = self.columns(exclude)
-        scores[excluded[excluded >= 0]] = -np.inf
-        top = np.argsort(-scores, kind="stable")[:k]
-        return [Recommendation(int(self.item_ids[c]), self.titles.get(int(self.item_ids[c]), ""), float(scores[c]),
-                               "sequence", self.reason("lm", seen, c)) for c in top if np.isfinite(scores[c])]
 
     def reason(self, source: str, seen: np.ndarray, column: int) -> str:
         """A short reason: the user's item (of ``seen`` columns) that led to it, by CF
@@ -533,20 +439,6 @@ def check_store(store, params: Params) -> None:
 
 def _since(started: float, name: str = "total") -> dict[str, float]:
     return {name: round((time.perf_counter() - started) * 1000, 2)}
-
-
-def _floats(values: list) -> np.ndarray:
-    """A stored numeric feature as float64, 0 where missing."""
-    return np.nan_to_num(np.array([np.nan if v is None else v for v in values], dtype=np.float64), nan=0.0)
-
-
-def stored_shares(stored, n: int) -> np.ndarray:
-    values = stored["interest_share"]
-    out = np.zeros((len(values), n), dtype=np.float32)
-    for i, value in enumerate(values):
-        if value is not None and len(value) == n:
-            out[i] = value
-    return out
 
 
 def load_bundle(folder: str | Path) -> Bundle:

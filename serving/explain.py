@@ -12,9 +12,9 @@ import numpy as np
 from features.decay import SECONDS_PER_DAY
 from features.lm_profile import unit_profiles
 from models.baselines import decay
-from models.candidates import SOURCES
 from models.lm_score import neighbours, normalise
-from serving.engine import REASONS, Engine, UnknownItem, stored_shares
+from serving.engine import REASONS, Engine, UnknownItem
+from serving.ranking import stored_shares
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +86,8 @@ def explain(engine: Engine, user_id: int, item_id: int, top: int = 5) -> dict:
     }
     if stored is None:
         out.update(model_score=None, rank=None, source=None, reason="the online store is unreadable: no model score")
-    elif engine.bundle.kind == "scorer" and column >= 0:
-        items, source, scores = (a[0] for a in engine.scored_candidates(hist, stored, now))
-        hit = np.flatnonzero(items == column)
-        if len(hit):
-            j = int(hit[0])
-            out.update(model_score=round(float(scores[j]), 4), rank=int((scores > scores[j]).sum()) + 1,
-                       source=SOURCES[source[j]], reason=engine.reason(SOURCES[source[j]], np.unique(hist.items), column))
-        else:
-            out.update(model_score=None, rank=None, source=None, reason="not among the user's candidates")
+    else:
+        out.update(engine.ranker.explain(hist, stored, now, column))
     return out
 
 def item_vector(engine: Engine, item_id: int) -> np.ndarray | None:

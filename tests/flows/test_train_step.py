@@ -79,7 +79,8 @@ def test_a_sequence_champion_from_another_data_version_is_measured_on_this_split
     import pandas as pd
 
     from flows.config import SequenceSettings
-    from flows.steps import champion_metrics, item_vectors
+    from flows.steps import item_vectors
+    from models.champion import champion_metrics
     from models.protocols import encode, load_parts, tasks
     from models.sequence import SequenceModel
     from models.train import ranked_ndcg
@@ -90,10 +91,10 @@ def test_a_sequence_champion_from_another_data_version_is_measured_on_this_split
     model = SequenceModel(item_vectors=vectors, params=SequenceSettings(dim=16, blocks=1, max_len=20, epochs=2))
     model.fit(encode(tasks("P2", parts)["valid"]).data)
     registry = Registry(params.train.registry_dir)
-    tag = registry.save(model.to_bytes({"hp": {}}), metrics={"ndcg_at_10": 0.99}, params={},
+    tag = registry.save(model.to_files({"hp": {}}), metrics={"ndcg_at_10": 0.99}, params={},
                         labels={"protocol": "P2", "kind": "sequence", "data_version": "elsewhere"})
     registry.promote(tag, ["test"])
     items = pd.read_parquet(params.validation.validated_dir / "items.parquet")
-    measured = champion_metrics(registry, tasks("P2", parts)["test"], items, vectors, params, params.train)
+    measured = champion_metrics(registry, tasks("P2", parts)["test"], "this one", items, vectors, params)
     assert measured["ndcg_at_10"] != 0.99  # measured now, not the stored figure
     assert measured["ndcg_at_10"] == pytest.approx(ranked_ndcg(model.bind(target.data), target))

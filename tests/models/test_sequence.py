@@ -118,7 +118,7 @@ def test_stored_files_load_without_code_and_score_the_same():
     data = Interactions.from_events(cycle())
     vecs = vectors_for(data.item_ids)
     model = SequenceModel(item_vectors=vecs, params=SMALL).fit(data)
-    files = model.to_bytes({"hp": {"epochs": SMALL.epochs}})
+    files = model.to_files({"hp": {"epochs": SMALL.epochs}})
     loaded, config = SequenceModel.from_files(files["weights.safetensors"], files["config.json"], vecs)
     assert config["kind"] == "sequence" and config["hp"] == {"epochs": SMALL.epochs}
     rows = np.arange(data.n_users)

@@ -15,7 +15,7 @@ from models.candidates import recall, union
 from models.lm_score import ItemVectors
 from models.protocols import tasks
 from models.ranking_data import FEATURES
-from models.scorer import from_files, scores, to_bytes, top_items, train
+from models.scorer import Scorer, scores, top_items, train
 from models.train import inner_split, phase, run, views
 
 SETTINGS = TrainConfig(
@@ -77,13 +77,13 @@ def test_training_is_repeatable_and_survives_a_round_trip_through_safetensors(te
     for name, tensor in first.state_dict().items():
         assert torch.equal(tensor, second.state_dict()[name]), name
     assert stats["pairs"] > 0 and stats["pairs_per_s"] > 0
-    files = to_bytes(first, SETTINGS.scorer, {"hp": HP})
-    loaded, config = from_files(files["weights.safetensors"], files["config.json"])
-    np.testing.assert_array_equal(scores(loaded, rank), scores(first, rank))
-    assert config["hp"] == HP
+    files = Scorer(first, SETTINGS.scorer, HP).to_files({"lm_model": "local"})
+    loaded, config = Scorer.from_files(files["weights.safetensors"], files["config.json"])
+    np.testing.assert_array_equal(scores(loaded.net, rank), scores(first, rank))
+    assert config["hp"] == HP and config["kind"] == "scorer" and loaded.hp == HP and loaded.settings == SETTINGS.scorer
     tampered = files["config.json"].replace(b'"cf"', b'"cf_old"')
     with pytest.raises(ValueError, match="expects features"):
-        from_files(files["weights.safetensors"], tampered)
+        Scorer.from_files(files["weights.safetensors"], tampered)
 
 
 def test_the_loss_scores_only_the_sampled_columns_and_equals_the_full_forward_one(test_phase):

@@ -55,10 +55,10 @@ def test_serving_features_equal_the_training_features_for_the_same_history(engin
 
     short, long = engine.item_features(engine.now)
     users = [int(u) for u in h.data.user_ids[rows]]
-    one_by_one = [candidates(engine.signals(engine.history(u), engine.online_user(u), engine.now), engine.item_share,
-                             short, long, engine.alpha, settings.candidates) for u in users]
-    together = candidates(engine.signals(engine.histories_of(users), engine.online_users(users), engine.now),
-                          engine.item_share, short, long, engine.alpha, settings.candidates)
+    one_by_one = [candidates(engine.ranker.signals(engine.history(u), engine.online_user(u), engine.now), engine.item_share,
+                             short, long, engine.ranker.alpha, settings.candidates) for u in users]
+    together = candidates(engine.ranker.signals(engine.histories_of(users), engine.online_users(users), engine.now),
+                          engine.item_share, short, long, engine.ranker.alpha, settings.candidates)
     for r, user in enumerate(users):
         for items_, features in ((one_by_one[r][0][0], one_by_one[r][2][0]), (together[0][r], together[2][r])):
             assert np.array_equal(items_, v.items[r]), f"user {user}: candidates differ"
@@ -165,9 +165,9 @@ def test_kept_user_signals_answer_as_fresh_ones_until_the_users_events_change(tr
     engine = engine_for(trained, tmp_path)
     users = [int(u) for u in engine.bundle.events["user_id"].unique()[:4]]
     first = {u: engine.recommend(u, 10) for u in users}
-    assert engine.signal_cache.hits == 0
+    assert engine.ranker.signal_cache.hits == 0
     again = {u: engine.recommend(u, 10) for u in users}
-    assert engine.signal_cache.hits == len(users)  # every user's rows kept
+    assert engine.ranker.signal_cache.hits == len(users)  # every user's rows kept
     assert all(_listed(again[u]) == _listed(first[u]) for u in users)
 
     changed, untouched = users[0], users[1]
@@ -176,11 +176,11 @@ def test_kept_user_signals_answer_as_fresh_ones_until_the_users_events_change(tr
                            "value": [5.0], "timestamp": [at]})
     events["timestamp"] = events["timestamp"].astype("datetime64[us, UTC]")
     engine.ingest(events)
-    hits = engine.signal_cache.hits
+    hits = engine.ranker.signal_cache.hits
     after = engine.recommend(changed, 10)
-    assert engine.signal_cache.hits == hits  # the user's events changed: computed again
+    assert engine.ranker.signal_cache.hits == hits  # the user's events changed: computed again
     kept = engine.recommend(untouched, 10)
-    assert engine.signal_cache.hits == hits + 1  # another user's events do not touch theirs
+    assert engine.ranker.signal_cache.hits == hits + 1  # another user's events do not touch theirs
     # A new engine (empty cache, the log replayed) computes both from scratch.
     fresh = engine_for(trained, tmp_path)
     assert _listed(fresh.recommend(changed, 10)) == _listed(after)
@@ -271,7 +271,7 @@ def test_a_sequence_champion_ranks_the_whole_catalogue_for_each_user(engine, tmp
     model.train(Interactions.from_events(engine.bundle.events))
     folder = tmp_path / "model"
     folder.mkdir()
-    for name, blob in model.to_bytes({}).items():
+    for name, blob in model.to_files({}).items():
         (folder / name).write_bytes(blob)
     served = Engine(replace(engine.bundle, kind="sequence", model="sequence-test", hp={}), folder, engine.store,
                     EventLog(tmp_path / "events.jsonl"))
