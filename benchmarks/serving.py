@@ -211,14 +211,15 @@ def plot(results: dict, floor: dict, path: Path) -> None:
 
 @contextmanager
 def served(bento: str, folder: Path, env: dict):
-    """``bentoml serve bento`` on a free 127.0.0.1 port, its live events logged in
+    """``bentoml serve bento`` (a bento tag, or ``module:Service`` in the repository) on a
+    free 127.0.0.1 port, from the repository root, its live events logged in
     ``folder``; yields its URL and stops it after."""
     folder.mkdir(parents=True)
     port = _free_port()
     env = {**os.environ, "DECAYREC_EVENTS_LOG": str(folder / "events.jsonl"), "BENTOML_DO_NOT_TRACK": "true", **env}
     log = open(folder / "serve.log", "w")
     server = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", bento, "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait(url, server, folder)

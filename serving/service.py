@@ -34,7 +34,7 @@ from serving.schemas import request_models
 from serving.worker import limit_threads, settle
 
 if TYPE_CHECKING:
-    from serving.engine import Ask
+    from serving.engine import Ask, Engine
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCH, MICROSECOND = datetime(1970, 1, 1, tzinfo=timezone.utc), timedelta(microseconds=1)
@@ -81,6 +81,23 @@ SET_ASIDE = bentoml.metrics.Counter(
     labelnames=["kind"])
 
 
+def open_engine(model_path: Path) -> Engine:
+    """The engine over the bundle (``bundle_dir``) and the model at ``model_path``, with the
+    worker's threads limited; its live events go to ``DECAYREC_EVENTS_LOG`` or params'."""
+    from features.store import open_store
+    from serving.engine import Engine, load_bundle
+    from serving.event_log import EventLog
+
+    bundle = load_bundle(bundle_dir())
+    if os.environ.get("DECAYREC_SIGNAL_CACHE_MB"):  # e.g. 0 to measure every request cold
+        serving = bundle.params.serving.model_copy(update={"signal_cache_mb": float(os.environ["DECAYREC_SIGNAL_CACHE_MB"])})
+        bundle.params = bundle.params.model_copy(update={"serving": serving})
+    limit_threads(bundle.params.serving)
+    log_path = os.environ.get("DECAYREC_EVENTS_LOG") or bundle.params.serving.events_log
+    return Engine(bundle, model_path, open_store(bundle.params.features.store),
+                  EventLog(log_path, on_reject=lambda kind: SET_ASIDE.labels(kind=kind).inc()))
+
+
 @bentoml.service(
     name="decayrec",
     workers=SERVING.workers,
@@ -95,18 +112,8 @@ class Recommender:
     model = bentoml.models.BentoModel(MANIFEST["model"])
 
     def __init__(self) -> None:
-        from features.store import open_store
-        from serving.engine import Engine, load_bundle
-        from serving.event_log import EventLog
-
-        bundle = load_bundle(bundle_dir())
-        if os.environ.get("DECAYREC_SIGNAL_CACHE_MB"):  # e.g. 0 to measure every request cold
-            serving = bundle.params.serving.model_copy(update={"signal_cache_mb": float(os.environ["DECAYREC_SIGNAL_CACHE_MB"])})
-            bundle.params = bundle.params.model_copy(update={"serving": serving})
-        self.params = bundle.params
-        limit_threads(self.params.serving)
-        log_path = os.environ.get("DECAYREC_EVENTS_LOG") or self.params.serving.events_log
-        self.engine = Engine(bundle, Path(self.model.path), open_store(self.params.features.store), EventLog(log_path, on_reject=lambda kind: SET_ASIDE.labels(kind=kind).inc()))
+        self.engine = open_engine(Path(self.model.path))
+        self.params = self.engine.params
         # Scoring is CPU-bound Python and numpy: threads of one process only take turns on
         # the GIL, and interleaving them costs throughput (measured: 108 req/s with one
         # connection, 63 with 32). One batch or request scores at a time per process;
