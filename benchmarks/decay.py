@@ -41,8 +41,8 @@ from features.live import _fold  # noqa: E402
 from flows.config import load_params  # noqa: E402
 from flows.steps import ensure_splits  # noqa: E402
 from models import metrics  # noqa: E402
-from models.baselines import make  # noqa: E402
 from models.evaluate import context, measure, rank  # noqa: E402
+from models.factory import make  # noqa: E402
 from models.protocols import encode, load_parts, tasks  # noqa: E402
 
 FIXED = [7.0, 30.0, 90.0, 365.0]

@@ -22,9 +22,9 @@ import pandas as pd  # noqa: E402
 from flows.cli import format_table  # noqa: E402
 from flows.config import load_params  # noqa: E402
 from flows.steps import ensure_splits, item_vectors  # noqa: E402
-from models.baselines import make  # noqa: E402
 from models.champion import measure_champion  # noqa: E402
 from models.evaluate import ModelRun, context, evaluate_protocol, measure, rank  # noqa: E402
+from models.factory import make  # noqa: E402
 from models.protocols import encode, load_parts, tasks  # noqa: E402
 from models.registry import Registry  # noqa: E402
 from models.report import write_report  # noqa: E402

@@ -582,12 +582,3 @@ MODELS: dict[str, type[Recommender]] = {
     model.name: model
     for model in (Popularity, DecayedPopularity, ItemKNN, DecayedItemKNN, SAR, EASE, CombinedScorer)
 }
-
-
-def make(name: str, **params: object) -> Recommender:
-    """A model by registry name with the given hyperparameters (others at their defaults)."""
-    try:
-        model = MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}") from None
-    return model(**params)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.files import atomic_write
 from models.lm import Encoder
 
 log = logging.getLogger(__name__)
@@ -36,21 +35,6 @@ def text_key(model_id: str, text: str) -> bytes:
 def _slug(model_id: str) -> str:
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("_")[:60]
     return f"{readable}-{hashlib.sha256(model_id.encode()).hexdigest()[:8]}"
-
-
-def _atomic_write(path: Path, write) -> None:
-    """``write(file_object)`` into a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class EmbeddingCache:
@@ -116,9 +100,9 @@ class EmbeddingCache:
         meta = self.folder / "model.json"
         if not meta.is_file():
             payload = json.dumps({"model_id": self.model_id, "dim": int(rows.shape[1])}).encode()
-            _atomic_write(meta, lambda handle: handle.write(payload))
+            atomic_write(meta, lambda handle: handle.write(payload))
         path = self.folder / f"shard-{len(self._shards):05d}-{uuid.uuid4().hex[:8]}.npz"
-        _atomic_write(path, lambda handle: np.savez(handle, keys=keys_array, vectors=rows))
+        atomic_write(path, lambda handle: np.savez(handle, keys=keys_array, vectors=rows))
         self._add(keys_array, rows)
         return path
 
@@ -170,7 +154,7 @@ def embed_items(
 def save_vectors(path: str | Path, item_ids: np.ndarray, vectors: np.ndarray, model_id: str) -> Path:
     """Write a stage output: item ids, their vectors and the model id, in one ``.npz``."""
     path = Path(path)
-    _atomic_write(
+    atomic_write(
         path,
         lambda handle: np.savez(
             handle, item_ids=np.asarray(item_ids, dtype=np.int64), vectors=vectors.astype(np.float32), model_id=np.array(model_id)

@@ -13,12 +13,12 @@ history. Rollback moves the pointer back one step.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from models.files import atomic_write
 
 MODEL_NAME = "decayrec-scorer"
 
@@ -101,18 +101,8 @@ class Registry:
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
 
     def _write(self, pointer: Pointer) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps({"champion": pointer.champion, "previous": list(pointer.previous)}, indent=1)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".champion.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.pointer_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        payload = json.dumps({"champion": pointer.champion, "previous": list(pointer.previous)}, indent=1).encode()
+        atomic_write(self.pointer_path, lambda handle: handle.write(payload))
 
     def _log(self, action: str, tag: str, replaced: str | None, reasons: list[str]) -> None:
         entry = {
