@@ -22,22 +22,13 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.serving import REPORT, _post, served, wrk  # noqa: E402
+from benchmarks.serving import _post, recommend_script, served, wrk  # noqa: E402
 from flows.config import load_params  # noqa: E402
 
-SERVICES = {
-    "own batcher (serving.batching)": ("serving.service:Recommender", "{\"user_id\": ' .. u .. ', \"k\": 10}"),
-    "BentoML batchable api": ("benchmarks.bentoml_batched:BentoBatched", "{\"asks\": [{\"user_id\": ' .. u .. ', \"k\": 10}]}"),
+SERVICES = {  # name: (what `bentoml serve` serves, the body of one request)
+    "own batcher (serving.batching)": ("serving.service:Recommender", '{"user_id": USER, "k": K}'),
+    "BentoML batchable api": ("benchmarks.bentoml_batched:BentoBatched", '{"asks": [{"user_id": USER, "k": K}]}'),
 }
-
-
-def script(users: list[int], body: str) -> str:
-    return (f"local users = {{{', '.join(map(str, users))}}}\n"
-            "math.randomseed(42)\n"
-            "request = function()\n"
-            "  local u = users[math.random(#users)]\n"
-            f"  return wrk.format('POST', '/recommend', {{['Content-Type'] = 'application/json'}}, '{body}')\n"
-            "end\n" + REPORT)
 
 
 def main() -> None:
@@ -62,11 +53,11 @@ def main() -> None:
     for n, (name, (target, body)) in enumerate(SERVICES.items()):
         with served(target, folder / str(n), env) as url:
             for user in users[:50]:  # every worker loaded and warm
-                _post(url + "/recommend", json.loads(body.replace("' .. u .. '", str(user))))
+                _post(url + "/recommend", json.loads(body.replace("USER", str(user)).replace("K", "10")))
             results[name] = {}
             for c in (1, 8, 32):
                 print(f"{name}: /recommend k=10, {c} connection(s), {args.seconds} s ...", flush=True)
-                results[name][c] = wrk(url, script(users, body), c, args.seconds, folder / str(n))
+                results[name][c] = wrk(url, recommend_script(users, 10, body), c, args.seconds, folder / str(n))
     print(f"{'service':<34}{'conns':>6}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
     for name, by_c in results.items():
         for c, r in by_c.items():

@@ -42,13 +42,14 @@ end
 """
 
 
-def recommend_script(users: list[int], k: int) -> str:
+def recommend_script(users: list[int], k: int, body: str = '{"user_id": USER, "k": K}') -> str:
+    """wrk's Lua: POST /recommend for a random one of ``users``, ``body`` with USER and K filled in."""
+    lua_body = "'" + body.replace("K", str(k)).replace("USER", "' .. u .. '") + "'"
     return (f"local users = {{{', '.join(map(str, users))}}}\n"
             "math.randomseed(42)\n"
             "request = function()\n"
             "  local u = users[math.random(#users)]\n"
-            f"  return wrk.format('POST', '/recommend', {{['Content-Type'] = 'application/json'}}, "
-            f"'{{\"user_id\": ' .. u .. ', \"k\": {k}}}')\n"
+            f"  return wrk.format('POST', '/recommend', {{['Content-Type'] = 'application/json'}}, {lua_body})\n"
             "end\n" + REPORT)
 
 
@@ -89,7 +90,8 @@ def inprocess(params, users: list[int], n: int) -> dict:
     in batches as the service forms them under load."""
     from features.store import open_store
     from models.registry import Registry
-    from serving.engine import Ask, Engine, load_bundle
+    from serving.bundle import load_bundle
+    from serving.engine import Ask, Engine
     from serving.event_log import EventLog
     from serving.worker import limit_threads
 

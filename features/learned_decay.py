@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from features.decay import SECONDS_PER_DAY
+from features.decay import SECONDS_PER_DAY, exponential
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def fit_user_half_lives(
 
     curves = np.zeros((len(grid), n_users))
     for g, half_life in enumerate(grid):
-        profile = weights[history] * np.exp2(-age / half_life)
+        profile = weights[history] * exponential(age, half_life)
         mass = np.bincount(h_user, weights=profile * row_mass[h_item], minlength=n_users)
         score = np.bincount(pair_target, weights=profile[pair_hist] * pair_value, minlength=len(targets))
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -121,6 +121,23 @@ def stored_made_with(store: FeatureStore) -> str | None:
         return None
 
 
+class StoreMismatch(RuntimeError):
+    """The online store's rows were made with other decay settings than the reader's."""
+
+
+def check_made_with(store: FeatureStore, cfg: FeaturesConfig) -> None:
+    """Refuse a store whose rows were made with other settings than ``cfg`` (their decay
+    would be read with the wrong half-lives); an untagged or unreadable one passes with a
+    warning (it may be an older store, or down for now)."""
+    expected, found = made_with(cfg), stored_made_with(store)
+    if found is None:
+        log.warning("the online store does not say what its rows were made with (or cannot be read); serving anyway")
+    elif found != expected:
+        raise StoreMismatch(f"the online store's rows were made with {found}, but this bundle's params are {expected}: "
+                            "run `decayrec features` and `decayrec profiles` with the bundle's params (or package the "
+                            "params the store was made with)")
+
+
 def apply(store: FeatureStore, repo: Repository) -> list[str]:
     """Register ``repo``. A view whose rows were made with other settings (its ``made_with``
     tag) is deleted first, online rows and all, so the next materialization starts it from

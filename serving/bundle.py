@@ -10,15 +10,33 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from flows.config import Params
+from models.lm_score import ItemVectors
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE = "serving.service:Recommender"
 SECTIONS = ("data", "validate", "features", "train", "serving")  # params.yaml sections the service reads
 # What the bento's source holds: the packages the service imports, and the bundle.
 PACKAGES = ("features", "flows", "models", "serving")
+
+
+@dataclass
+class Bundle:
+    """What the package step writes for the service (``write_bundle``), loaded."""
+
+    params: Params
+    model: str  # tag in the BentoML model store
+    kind: str  # scorer | sequence
+    hp: dict
+    events: pd.DataFrame
+    items: pd.DataFrame
+    vectors: ItemVectors
+
 
 
 def write_bundle(params: Params, model: str, info: dict, out: Path) -> Path:
@@ -87,3 +105,17 @@ def build_bento(params: Params, model: str) -> str:
     if not tags:
         raise RuntimeError(f"bentoml build printed no tag:\n{done.stdout[-2000:]}")
     return tags[-1]
+
+
+def load_bundle(folder: str | Path) -> Bundle:
+    """The package step's bundle (``write_bundle``), loaded."""
+    from models.embeddings import load_vectors
+
+    folder = Path(folder)
+    manifest = json.loads((folder / "bundle.json").read_text())
+    item_ids, vectors, _ = load_vectors(folder / "items.npz")
+    return Bundle(
+        params=Params.model_validate(manifest["params"]), model=manifest["model"], kind=manifest["kind"],
+        hp=manifest["hp"], events=pd.read_parquet(folder / "events.parquet"),
+        items=pd.read_parquet(folder / "items.parquet"), vectors=ItemVectors(item_ids, vectors),
+    )

@@ -13,7 +13,6 @@ online store or event log that cannot be read gives answers from what is in memo
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -27,11 +26,12 @@ import pandas as pd
 from features.contract import seconds_of
 from features.decay import SECONDS_PER_DAY, exponential
 from features.interest import categories_of, category_weights, read_items
-from flows.config import Params
+from features.store import check_made_with
 from models.baselines import DecayedItemKNN, DecayedPopularity
 from models.interactions import Interactions, positions
-from models.lm_score import ItemVectors, normalise
+from models.lm_score import normalise
 from serving.admission import Clock, SeenEvents
+from serving.bundle import Bundle
 from serving.event_log import EventLog
 from serving.ranking import RANKINGS
 
@@ -80,24 +80,11 @@ class Answer:
     as_of: float = 0.0  # the moment scored for (epoch seconds): context.at, else the service clock
 
 
-@dataclass
-class Bundle:
-    """What the package step writes for the service (``serving.bundle``), loaded."""
-
-    params: Params
-    model: str  # tag in the BentoML model store
-    kind: str  # scorer | sequence
-    hp: dict
-    events: pd.DataFrame
-    items: pd.DataFrame
-    vectors: ItemVectors
-
-
 class Engine:
     def __init__(self, bundle: Bundle, model_dir: Path, store, event_log: EventLog) -> None:
         self.bundle, self.store, self.log = bundle, store, event_log
         self.params = bundle.params
-        check_store(store, self.params)
+        check_made_with(store, self.params.features)
         self.train = self.params.train
         self.feature_params = self.params.features
         self._lock = threading.Lock()
@@ -418,38 +405,5 @@ class Engine:
                 "hp": self.bundle.hp}
 
 
-class StoreMismatch(RuntimeError):
-    """The online store's rows were made with other decay settings than the bundle's."""
-
-
-def check_store(store, params: Params) -> None:
-    """Refuse a store whose rows were made with other settings than ``params``' (their
-    decay would be read with the wrong half-lives); an untagged or unreadable one is served
-    with a warning (it may be an older store, or down for now)."""
-    from features.store import made_with, stored_made_with
-
-    expected, found = made_with(params.features), stored_made_with(store)
-    if found is None:
-        log.warning("the online store does not say what its rows were made with (or cannot be read); serving anyway")
-    elif found != expected:
-        raise StoreMismatch(f"the online store's rows were made with {found}, but this bundle's params are {expected}: "
-                            "run `decayrec features` and `decayrec profiles` with the bundle's params (or package the "
-                            "params the store was made with)")
-
-
 def _since(started: float, name: str = "total") -> dict[str, float]:
     return {name: round((time.perf_counter() - started) * 1000, 2)}
-
-
-def load_bundle(folder: str | Path) -> Bundle:
-    """The package step's bundle (``serving.bundle.write_bundle``)."""
-    from models.embeddings import load_vectors
-
-    folder = Path(folder)
-    manifest = json.loads((folder / "bundle.json").read_text())
-    item_ids, vectors, _ = load_vectors(folder / "items.npz")
-    return Bundle(
-        params=Params.model_validate(manifest["params"]), model=manifest["model"], kind=manifest["kind"],
-        hp=manifest["hp"], events=pd.read_parquet(folder / "events.parquet"),
-        items=pd.read_parquet(folder / "items.parquet"), vectors=ItemVectors(item_ids, vectors),
-    )

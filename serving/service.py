@@ -85,7 +85,8 @@ def open_engine(model_path: Path) -> Engine:
     """The engine over the bundle (``bundle_dir``) and the model at ``model_path``, with the
     worker's threads limited; its live events go to ``DECAYREC_EVENTS_LOG`` or params'."""
     from features.store import open_store
-    from serving.engine import Engine, load_bundle
+    from serving.bundle import load_bundle
+    from serving.engine import Engine
     from serving.event_log import EventLog
 
     bundle = load_bundle(bundle_dir())

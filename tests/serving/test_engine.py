@@ -16,8 +16,8 @@ def engine_for(params_path: Path, folder: Path, store=None):
     from features.store import open_store
     from flows.config import load_params
     from models.registry import Registry
-    from serving.bundle import write_bundle
-    from serving.engine import Engine, load_bundle
+    from serving.bundle import load_bundle, write_bundle
+    from serving.engine import Engine
     from serving.event_log import EventLog
 
     params = load_params(params_path)
@@ -290,11 +290,11 @@ def test_a_sequence_champion_ranks_the_whole_catalogue_for_each_user(engine, tmp
 
 def test_a_store_made_with_other_decay_settings_is_refused_naming_both(trained, tmp_path):
     from conftest import own_store
-    from features.store import open_store
+    from features.store import StoreMismatch, open_store
     from flows.config import load_params
     from models.registry import Registry
-    from serving.bundle import write_bundle
-    from serving.engine import Engine, StoreMismatch, load_bundle
+    from serving.bundle import load_bundle, write_bundle
+    from serving.engine import Engine
     from serving.event_log import EventLog
 
     params = load_params(own_store(trained, tmp_path))
