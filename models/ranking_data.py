@@ -118,7 +118,7 @@ def view(
     textbook ``I0 exp(-kt) + alpha LM`` scorer); the scorer then sees both scores apart.
     """
     rows = np.asarray(rows, dtype=np.int64)
-    sources = Sources(cf, ease, h.item_vectors, cfg.recent_items)
+    sources = Sources(cf, ease, h.item_vectors, cfg.recent_items)  # once: it is the same for every chunk
     parts = [_chunk(h, rows[i : i + CHUNK_ROWS], sources, pop, alpha, cfg) for i in range(0, len(rows), CHUNK_ROWS)]
     if not parts:
         return View(h, rows, np.empty((0, cfg.width), np.int64), np.empty((0, cfg.width, len(FEATURES)), np.float32))

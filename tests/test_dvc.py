@@ -100,11 +100,14 @@ def test_a_param_reruns_exactly_the_stages_that_read_it(tmp_path):
 
     assert ran("repro", "package") == {"ingest", "validate", "split", "features", "embed", "profiles", "train", "package"}
     before = json.loads((clone / "data" / "serving" / "bundle.json").read_text())
+    outs = lambda: {o["path"]: o["md5"] for o in yaml.safe_load((clone / "dvc.lock").read_text())["stages"]["features"]["outs"]}  # noqa: E731
+    features_before = outs()
 
     assert ran("exp", "run", "package", "-S", "features.user_half_life_days=14") == {"features", "profiles", "train", "package"}
     bundle = json.loads((clone / "data" / "serving" / "bundle.json").read_text())
     assert before["params"]["features"]["user_half_life_days"] == 30
     assert bundle["params"]["features"]["user_half_life_days"] == 14
+    assert all(outs()[path] != md5 for path, md5 in features_before.items())  # the feature tables themselves changed
     diff = subprocess.run([*dvc, "metrics", "diff", "--json"], cwd=clone, env=env, capture_output=True, text=True)
     assert diff.returncode == 0 and "reports/training/metrics.json" in json.loads(diff.stdout)
 
