@@ -108,6 +108,13 @@ class Engine:
         self.knn = DecayedItemKNN(k=self.train.knn_k, half_life_days=half_life).fit(data)
         self._similar_to = self.knn.similarity_.tocsc()  # column j: the items that lead to j
         self._similar_to.sort_indices()  # rows ascending in each column: searchable
+        from models.servable import load
+
+        # Before the per-user copies below: built after them, the ranking's dense EASE
+        # weights served ml-1m's /recommend at 5.7-6.1 ms a request in-process against
+        # 2.9-3.3 ms (three processes each; where they land in memory, not what they compute).
+        self.model, _ = load(model_dir, self.vectors)
+        self.ranker = RANKINGS[self.model.kind](self, self.model, data)
         popularity = DecayedPopularity(half_life_days=self.train.pop_half_life_days).fit(data)
         # Popularity is decayed to a reference time of its own, which live events move
         # forward; only its order is read, so this moves no user's scores.
@@ -123,10 +130,6 @@ class Engine:
         self.histories: dict[int, tuple[np.ndarray, np.ndarray]] = {
             int(u): (items[a:b].copy(), seconds[a:b].copy()) for u, a, b in zip(data.user_ids, bounds[:-1], bounds[1:])
         }
-        from models.servable import load
-
-        self.model, _ = load(model_dir, self.vectors)
-        self.ranker = RANKINGS[self.model.kind](self, self.model, data)
         # The online store already holds the logged events; memory gets them from the log.
         self.item_state = self._read_item_state()
         self._item_cache: tuple[float, tuple[np.ndarray, np.ndarray]] | None = None
