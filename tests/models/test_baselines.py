@@ -23,13 +23,13 @@ from models.baselines import (
     cosine_topk,
     decay,
     latest_decay_matrix,
-    make,
     minmax_rows,
     similarity_of,
     spd_inverse,
     user_half_lives,
 )
 from features.decay import SECONDS_PER_DAY
+from models.factory import make
 from models.interactions import Interactions
 
 T0 = 1_000_000_000  # epoch seconds of day 0
