@@ -32,7 +32,7 @@ test: install
 
 # DVC stages call `decayrec`, so the venv goes first on PATH.
 repro: install
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/decayrec repro
 
 # An experiment with knobs changed: make exp SET="features.user_half_life_days=14 serving.max_k=50"
 exp: install

@@ -10,6 +10,8 @@ import warnings
 from pathlib import Path
 
 from features.errors import DataError, ValidationFailed
+from flows.run_lock import RunBusy
+from flows.runs import StepTimeout
 from models.registry import RegistryError
 
 log = logging.getLogger("decayrec")
@@ -21,11 +23,22 @@ def _params(args: argparse.Namespace):
     return load_params(args.params, dataset=getattr(args, "dataset", None))
 
 
+def guarded(args: argparse.Namespace, body, gate=lambda _: None):
+    """``body()`` as one run of the pipeline (``flows.runs.guarded``), named by its command;
+    a step's command within that step's time limit."""
+    from flows.runs import guarded as run_guarded
+    from flows.runs import time_limit
+
+    params = _params(args)
+    with time_limit(params.runs.timeout_s.get(args.command), args.command):
+        return run_guarded(params, f"decayrec {args.command}", body, gate)
+
+
 def cmd_step(args: argparse.Namespace) -> int:
     """A step of the table (flows/pipeline.py) with nothing to print but its log."""
     from flows.pipeline import BY_NAME
 
-    BY_NAME[args.command].run(_params(args))
+    guarded(args, lambda: BY_NAME[args.command].run(_params(args)))
     return 0
 
 
@@ -73,7 +86,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return validate_file(args)
     from flows.steps import validate_step
 
-    validate_step(_params(args))
+    guarded(args, lambda: validate_step(_params(args)))
     return 0
 
 
@@ -81,7 +94,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from flows.steps import evaluate_step
 
     params = _params(args)
-    metrics = evaluate_step(params, [args.protocol] if args.protocol else None)
+    metrics = guarded(args, lambda: evaluate_step(params, [args.protocol] if args.protocol else None))
     print(format_table(metrics, params.evaluate.k[0]))
     print(f"report: {params.evaluate.out_dir / 'report.md'}")
     return 0
@@ -91,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flows.steps import train_step
 
     params = _params(args)
-    summary = train_step(params, [args.protocol] if args.protocol else None)
+    summary = guarded(args, lambda: train_step(params, [args.protocol] if args.protocol else None), gate=lambda s: s)
     print(format_training(summary))
     return 0
 
@@ -130,24 +143,75 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 def cmd_schedule(args: argparse.Namespace) -> int:
     """Create the retrain deployment on the Prefect server at PREFECT_API_URL and serve its
     scheduled runs from this process until interrupted."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.settings import PREFECT_API_URL
 
-    from flows.retrain import retrain
+    from flows.retrain import retrain, watch_skipped
 
     if not PREFECT_API_URL.value():
         print("error: PREFECT_API_URL is not set: start `prefect server start` and point to it (see README)", file=sys.stderr)
         return 1
     name = args.name or f"retrain-{args.dataset or 'default'}"
     parameters = {"params_path": str(Path(args.params).resolve()), "dataset": args.dataset}
-    print(f"deployment retrain/{name}: cron {args.cron!r} on {PREFECT_API_URL.value()}; serving runs (Ctrl-C stops)")
-    retrain.serve(name=name, cron=args.cron, parameters=parameters)
+    runs = _params(args).runs
+    # One run at a time: a run due while one is in flight is cancelled (skip) or waits (queue).
+    strategy = ConcurrencyLimitStrategy.CANCEL_NEW if runs.on_overlap == "skip" else ConcurrencyLimitStrategy.ENQUEUE
+    print(f"deployment retrain/{name}: cron {args.cron!r} on {PREFECT_API_URL.value()}, one run at a time "
+          f"({runs.on_overlap} on overlap); serving runs (Ctrl-C stops)")
+    with watch_skipped(_params(args), name):
+        retrain.serve(name=name, cron=args.cron, parameters=parameters,
+                      global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=strategy))
+    return 0
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    """``dvc repro`` holding the run lock for all of it (its stages are ``decayrec <step>``
+    commands, which see that their parent holds it)."""
+    import subprocess
+
+    extra = args.dvc_args[1:] if args.dvc_args[:1] == ["--"] else args.dvc_args
+    done = guarded(args, lambda: subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro", *extra]))
+    return done.returncode
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """The last successful run, the last failure and why, the last skipped run, and the
+    age of the model the bundle serves."""
+    from datetime import datetime, timezone
+
+    from flows.run_lock import holder
+    from flows.runs import read_status
+
+    params = _params(args)
+    status = read_status(params.runs)
+    for key, label in (("last_success", "last success"), ("last_failure", "last failure"), ("last_skipped", "last skipped")):
+        event = status.get(key)
+        if event is None:
+            print(f"{label + ':':<15} none recorded")
+            continue
+        said = event.get("reason") or (f"{event['model']} {'promoted' if event.get('promoted') else 'not promoted'}"
+                                       if event.get("model") else "")
+        print(f"{label + ':':<15} {event['at']}  {event['run']}  {said}")
+    running = holder(params.runs.lock)
+    print(f"{'running:':<15} {running['what']} (pid {running['pid']}, since {running['since']})" if running else
+          f"{'running:':<15} nothing")
+    manifest = params.serving.bundle_dir / "bundle.json"
+    if manifest.exists():
+        import json
+
+        built = datetime.fromtimestamp(manifest.stat().st_mtime, tz=timezone.utc)
+        age_h = (datetime.now(timezone.utc) - built).total_seconds() / 3600
+        print(f"{'serving:':<15} {json.loads(manifest.read_text())['model']}, packaged {built.isoformat(timespec='seconds')}"
+              f" ({age_h:.1f} h ago)")
+    else:
+        print(f"{'serving:':<15} no bundle at {params.serving.bundle_dir} yet")
     return 0
 
 
 def cmd_package(args: argparse.Namespace) -> int:
     from flows.steps import package_step
 
-    summary = package_step(_params(args))
+    summary = guarded(args, lambda: package_step(_params(args)))
     print(f"bento {summary['bento']} (model {summary['model']}, bundle {summary['bundle']}/)")
     print(f"serve it: bentoml serve {summary['bento']} --port 3000   (demo page: http://127.0.0.1:3000/)")
     return 0
@@ -184,7 +248,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     params = _params(args)
     started = time.perf_counter()
-    results, seconds = run_all(params)
+    results, seconds = guarded(args, lambda: run_all(params), gate=lambda out: out[0]["train"])
     print(format_summary(params, results["validate"], results["split"], time.perf_counter() - started))
     print(format_training(results["train"]))
     print("  steps: " + ", ".join(f"{name} {s:.1f} s" for name, s in seconds.items()))
@@ -269,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--encoding")
     check.add_argument("--timestamp-format", choices=["epoch_s", "iso"])
     add("rollback", cmd_rollback, "restore the previous champion")
+    add("status", cmd_status, "the last successful run, the last failure and why, and the served model's age")
+    repro = add("repro", cmd_repro, "dvc repro holding the run lock (arguments after -- go to dvc)")
+    repro.add_argument("dvc_args", nargs=argparse.REMAINDER)
     add("retrain", cmd_retrain, "the whole pipeline as a Prefect flow: each step skipped when its inputs are unchanged")
     schedule = add("schedule", cmd_schedule, "create the retrain deployment on a Prefect server and serve its runs")
     schedule.add_argument("--cron", required=True, help='e.g. "0 3 * * *" (03:00 every day)')
@@ -298,6 +365,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
     except RegistryError as err:
         print(f"error: {err}", file=sys.stderr)
+    except RunBusy as err:
+        print(f"skipped: {err}", file=sys.stderr)
+        return 3
+    except StepTimeout as err:
+        print(f"error: {err}; the run failed", file=sys.stderr)
     except FileNotFoundError as err:
         print(f"error: {err.filename}: no such file", file=sys.stderr)
     except Exception as err:  # never a traceback for a user, unless asked for one

@@ -280,6 +280,36 @@ class ServingConfig(_Strict):
     full_gc_every_s: float = Field(300.0, ge=0)  # full garbage collections on this timer, not under load (0: Python's own)
 
 
+STEP_TIMEOUTS_S = {  # generous: a step past these is hung, not slow
+    "ingest": 3600, "validate": 3600, "split": 3600, "features": 4 * 3600, "embed": 6 * 3600,
+    "profiles": 4 * 3600, "evaluate": 6 * 3600, "train": 12 * 3600, "package": 3600,
+}
+
+
+class RunsConfig(_Strict):
+    """How runs of the pipeline share a data set (flows/runs.py), whichever door starts them."""
+
+    lock: Path = Path("data/run.lock")  # one run at a time on this data set: decayrec, dvc repro, Prefect
+    on_overlap: Literal["skip", "queue"] = "skip"  # a run due while one is in flight: skipped, or queued behind it
+    queue_wait_s: float = Field(6 * 3600.0, ge=0)  # with queue: how long a run waits for the one in flight
+    timeout_s: dict[str, float] = Field(default_factory=lambda: dict(STEP_TIMEOUTS_S))  # per step; past it the run fails
+    retries: int = Field(3, ge=0)  # a step that failed on a connection or timeout (a store briefly away), with backoff
+    backoff_s: list[float] = [2.0, 5.0, 10.0]
+    status: Path = Path("data/runs/status.json")  # the last success, the last failure and why (decayrec status)
+    notify_env: str = "DECAYREC_NOTIFY_URL"  # env var with a URL: failed, timed-out, skipped or gate-refused runs POST a notice there
+    notify_timeout_s: float = Field(5.0, gt=0)
+
+    @field_validator("timeout_s")
+    @classmethod
+    def _known_steps(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(STEP_TIMEOUTS_S))
+        if unknown:
+            raise ValueError(f"runs.timeout_s: no step named {unknown}; steps: {sorted(STEP_TIMEOUTS_S)}")
+        if any(not v > 0 for v in value.values()):
+            raise ValueError("runs.timeout_s: every limit must be a positive number of seconds")
+        return {**STEP_TIMEOUTS_S, **value}
+
+
 def train_protocols(params: "Params") -> list[str]:
     if params.train.protocols != "auto":
         return list(params.train.protocols)
@@ -295,6 +325,7 @@ class Params(_Strict):
     lm: LMSettings = LMSettings()
     train: TrainConfig = TrainConfig()
     serving: ServingConfig = ServingConfig()
+    runs: RunsConfig = RunsConfig()
 
     @property
     def validation(self) -> ValidationConfig:
@@ -322,6 +353,7 @@ def rebase(params: Params, dataset: str) -> Params:
             "train": params.train.model_copy(update={"out_dir": reports / "training", "registry_dir": data_root / "registry"}),
             "serving": params.serving.model_copy(update={"bundle_dir": data_root / "serving", "events_log": data_root / "live" / "events.jsonl"}),
             "lm": params.lm.model_copy(update={"out": data_root / "embeddings" / "items.npz"}),
+            "runs": params.runs.model_copy(update={"lock": data_root / "run.lock", "status": data_root / "runs" / "status.json"}),
             "features": params.features.model_copy(
                 update={
                     "out_dir": data_root / "features",

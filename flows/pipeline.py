@@ -19,6 +19,7 @@ from pathlib import Path
 from flows import steps
 from flows.code_deps import ROOT, closure, function_files, module_file, relative
 from flows.config import Params
+from flows.runs import time_limit
 from serving import bundle
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,8 @@ def run_all(params: Params, names: list[str] | None = None) -> tuple[dict[str, d
     for i, step in enumerate(chosen, 1):
         log.info("[%d/%d] %s", i, len(chosen), step.name)
         started = time.perf_counter()
-        results[step.name] = step.run(params)
+        with time_limit(params.runs.timeout_s.get(step.name), step.name):
+            results[step.name] = step.run(params)
         seconds[step.name] = round(time.perf_counter() - started, 2)
         log.info("[%d/%d] %s done in %.1f s", i, len(chosen), step.name, seconds[step.name])
     return results, seconds

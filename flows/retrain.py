@@ -4,9 +4,13 @@ functions the CLI and the DVC stages call (``flows/steps.py``).
 ingest -> validate -> split -> features (+ Feast materialize) -> embed -> profiles ->
 train (search, evaluate beside the baselines, gate, register) -> package.
 
-- Retries: a task retries with backoff when its failure is transient (a refused or dropped
+- One run at a time: the flow holds the run lock (``flows.run_lock``) that every door takes;
+  the deployment ``decayrec schedule`` makes allows one run, and cancels (skip) or queues one
+  due while another is in flight (``runs.on_overlap``).
+- Time limits and retries (``params.runs``): a task past its step's limit fails the run; a
+  task retries with backoff when its failure is transient (a refused or dropped
   Redis/PostgreSQL connection, a timeout); a data error fails at once, since the same data
-  would fail the same way.
+  would fail the same way. Every ending is recorded and announced (``flows.runs``).
 - Caching: each task's cache key is a hash of its input files, its ``params.yaml`` sections
   and the source files it runs, all from the step table (``flows/pipeline.py``) that
   dvc.yaml is generated from, so a rerun on unchanged data skips finished work. A task whose
@@ -20,19 +24,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.config import Params, load_params
+from flows.config import Params, RunsConfig, load_params
 from flows.pipeline import BY_NAME, Step
+from flows.run_lock import RunBusy
+from flows.runs import guarded, record, timed_out
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-RETRIES = 3
-BACKOFF_S = [2, 5, 10]
 
 
 def is_transient(exc: BaseException | None) -> bool:
@@ -58,6 +65,8 @@ def is_transient(exc: BaseException | None) -> bool:
         pass
     seen = set()
     while exc is not None and id(exc) not in seen:
+        if timed_out(exc):  # a step past its own limit is hung: running it again would hang again
+            return False
         if isinstance(exc, tuple(kinds)):
             return True
         seen.add(id(exc))
@@ -114,14 +123,19 @@ def _setting(params: dict, key: str):
 
 
 def _task(name: str, cached: bool = True):
-    options = dict(name=name, retries=RETRIES, retry_delay_seconds=BACKOFF_S, retry_condition_fn=retry_transient)
+    runs = RunsConfig()  # the defaults; a run's own params.runs apply in ``call``
+    options = dict(name=name, retries=runs.retries, retry_delay_seconds=runs.backoff_s, retry_condition_fn=retry_transient)
     if cached:
         options.update(cache_key_fn=cache_key(BY_NAME[name]), persist_result=True)
     return task(**options)
 
 
 def call(step, params: Params):
-    """Run a task; with its outputs missing, past its cache (and refresh the entry)."""
+    """Run a task within its time limit and retries (``params.runs``); with its outputs
+    missing, past its cache (and refresh the entry)."""
+    runs = params.runs
+    step = step.with_options(timeout_seconds=runs.timeout_s.get(step.name), retries=runs.retries,
+                             retry_delay_seconds=runs.backoff_s)
     if any(not Path(p).exists() for p in BY_NAME[step.name].outputs(params)):
         step = step.with_options(refresh_cache=True)
     return step(params)
@@ -195,14 +209,64 @@ def package(params: Params) -> dict:
 
 
 @flow(name="retrain")
-def retrain(params_path: str = "params.yaml", dataset: str | None = None) -> dict:
-    """Raw data to a gated champion. Each step runs only when its inputs changed."""
+def retrain(params_path: str = "params.yaml", dataset: str | None = None):
+    """Raw data to a gated champion. Each step runs only when its inputs changed. Holds the
+    run lock: while another run holds it, this one ends Cancelled (skipped), having done nothing."""
+    from prefect.runtime import flow_run
+    from prefect.states import Cancelled
+
     logger = get_run_logger()
     params = load_params(params_path, dataset=dataset)
-    out = {"ingest": call(ingest, params)}
-    out["validate"] = call(validate, params)  # a failure raises here: nothing downstream runs
-    for step in (split, features, embed, profiles, train, package):
-        out[step.name] = call(step, params)
+
+    def steps() -> dict:
+        out = {"ingest": call(ingest, params)}
+        out["validate"] = call(validate, params)  # a failure raises here: nothing downstream runs
+        for step in (split, features, embed, profiles, train, package):
+            out[step.name] = call(step, params)
+        return out
+
+    try:
+        out = guarded(params, f"prefect flow run {flow_run.name}", steps, gate=lambda result: result["train"])
+    except RunBusy as error:
+        return Cancelled(message=f"skipped: {error}")
     logger.info("retrain: %s (%s) %s; champion %s", out["train"]["model"], out["train"]["kind"],
                 "promoted" if out["train"]["promoted"] else "not promoted", out["train"]["champion"])
     return out
+
+
+@contextmanager
+def watch_skipped(params: Params, deployment: str, every_s: float = 10.0) -> Iterator[None]:
+    """While the block runs, record (and announce) each run of ``deployment`` that Prefect
+    cancelled because one was in flight: those never start, so no hook of theirs runs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterState
+    from prefect.client.schemas.filters import FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    seen: set = set()
+    stop = threading.Event()
+
+    def look() -> None:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLED]))))
+        for run in runs:
+            if run.id not in seen:
+                seen.add(run.id)
+                record(params, "skipped", f"prefect flow run {run.name}",
+                       reason=(run.state.message if run.state else None) or "cancelled while another run was in flight")
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            try:
+                look()
+            except Exception as error:  # noqa: BLE001 - the server briefly away: look again next time
+                log.warning("could not read the deployment's runs (%s)", error)
+
+    thread = threading.Thread(target=loop, name="watch-skipped", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()

@@ -267,12 +267,14 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
     """Train the scorer (and the sequence model, when enabled) per protocol, evaluate them
     beside the baselines, register the first protocol's better-on-validation model and
     promote it if the gate says so."""
+    from dataclasses import replace
+
     from flows.config import train_protocols
+    from models.champion import champion_metrics
     from models.evaluate import evaluate_protocol
     from models.gate import decide
     from models.protocols import load_parts, tasks
-    from models.registry import Registry
-    from models.champion import champion_metrics
+    from models.registry import ChampionMoved, Registry
     from models.train import run, run_sequence, write_trials
 
     cfg = params.train
@@ -302,11 +304,15 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
     }
     files = challenger.model.to_files({"hp": challenger.params, "lm_model": params.lm.model})
     tag = registry.save(files, metrics=challenger.test, params=challenger.params, labels=labels)
+    measured_against = registry.champion()
     champion = champion_metrics(registry, test_tasks[primary.protocol], labels["data_version"], items, vectors, params,
                                 primary.test_phase)
     decision = decide(challenger.test, champion, cfg.gate)
     if decision.promote:
-        registry.promote(tag, decision.reasons)
+        try:
+            registry.promote(tag, decision.reasons, expected=measured_against)
+        except ChampionMoved as moved:  # another writer (a rollback, a run elsewhere): measure again next run
+            decision = replace(decision, promote=False, reasons=[*decision.reasons, str(moved)])
     log.info("train: %s (%s) %s (%s)", tag, labels["kind"], "promoted" if decision.promote else "rejected", "; ".join(decision.reasons))
 
     def row(o) -> dict:

@@ -8,11 +8,16 @@ Which model is the champion is one small JSON file, ``champion.json``: the curre
 the tags it replaced. Promotion writes a new file beside it and renames it into place, an
 atomic step, so a crash at any point leaves the old or the new pointer, never a torn one or
 none; the pointer is the truth, and ``promotions.jsonl`` (appended after the rename) is its
-history. Rollback moves the pointer back one step.
+history. Rollback moves the pointer back one step. Both happen under the registry's lock, and
+promotion is a compare-and-swap: it moves the pointer only from the champion it was measured
+against.
 """
 from __future__ import annotations
 
+import fcntl
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +36,13 @@ class Pointer:
 
 class RegistryError(RuntimeError):
     """A registry operation that cannot be done (no champion, nothing to roll back to)."""
+
+
+class ChampionMoved(RegistryError):
+    """The champion is no longer the one a promotion was measured against."""
+
+
+ANY = object()  # promote whatever the champion is now
 
 
 class Registry:
@@ -77,23 +89,43 @@ class Registry:
     def champion(self) -> str | None:
         return self.pointer().champion
 
-    def promote(self, tag: str, reasons: list[str]) -> None:
-        """Make ``tag`` the champion (the model must be in the store)."""
+    def promote(self, tag: str, reasons: list[str], expected: str | None | object = ANY) -> None:
+        """Make ``tag`` the champion (the model must be in the store).
+
+        ``expected``: the champion the caller measured ``tag`` against (None: there was
+        none). The pointer moves only if it still names that one, checked and moved under
+        the registry's lock: a champion that changed meanwhile raises ``ChampionMoved``."""
         self.path(tag)  # raises when the tag is unknown: never point at nothing
-        current = self.pointer()
-        previous = current.previous + ((current.champion,) if current.champion else ())
-        self._write(Pointer(tag, previous))
-        self._log("promote", tag, current.champion, reasons)
+        with self._locked():
+            current = self.pointer()
+            if expected is not ANY and current.champion != expected:
+                raise ChampionMoved(f"the champion changed from {expected} to {current.champion} while {tag} was "
+                                    "measured against it: not promoted")
+            previous = current.previous + ((current.champion,) if current.champion else ())
+            self._write(Pointer(tag, previous))
+            self._log("promote", tag, current.champion, reasons)
 
     def rollback(self) -> str:
         """Restore the champion before the current one; returns its tag."""
-        current = self.pointer()
-        if current.champion is None or not current.previous:
-            raise RegistryError("nothing to roll back to: there is no earlier champion")
-        restored = current.previous[-1]
-        self._write(Pointer(restored, current.previous[:-1]))
-        self._log("rollback", restored, current.champion, [f"rolled back from {current.champion}"])
+        with self._locked():
+            current = self.pointer()
+            if current.champion is None or not current.previous:
+                raise RegistryError("nothing to roll back to: there is no earlier champion")
+            restored = current.previous[-1]
+            self._write(Pointer(restored, current.previous[:-1]))
+            self._log("rollback", restored, current.champion, [f"rolled back from {current.champion}"])
         return restored
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Exclusive over the pointer and the log, across processes (released if one dies)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def history(self) -> list[dict]:
         if not self.log_path.exists():

@@ -54,7 +54,8 @@ def params_for(tmp_path: Path):
             }
         )
         split = params.split.model_copy(update={"out_dir": tmp_path / "splits"})
-        return params.model_copy(update={"data": data, "validate_": validation, "split": split})
+        runs = params.runs.model_copy(update={"lock": tmp_path / "run.lock", "status": tmp_path / "runs" / "status.json"})
+        return params.model_copy(update={"data": data, "validate_": validation, "split": split, "runs": runs})
 
     return make
 
@@ -69,6 +70,7 @@ def params_file(tmp_path: Path) -> Path:
     raw["data"]["interim_dir"] = str(tmp_path / "interim")
     raw["validate"].update(validated_dir=str(tmp_path / "validated"), docs_dir=str(tmp_path / "docs"), min_events=100)
     raw["split"]["out_dir"] = str(tmp_path / "splits")
+    raw["runs"].update(lock=str(tmp_path / "run.lock"), status=str(tmp_path / "runs" / "status.json"))
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -110,6 +112,7 @@ def write_params(folder: Path, csv: dict[str, Path], store: dict | None = None) 
         sequence={**raw["train"]["sequence"], "dim": 16, "blocks": 1, "max_len": 20, "epochs": 2, "batch_size": 16},
     )
     raw["serving"].update(bundle_dir=str(out / "serving"), events_log=str(out / "live" / "events.jsonl"))
+    raw["runs"].update(lock=str(out / "run.lock"), status=str(out / "runs" / "status.json"))
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

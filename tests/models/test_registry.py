@@ -8,7 +8,7 @@ import pytest
 
 from flows.config import GateSettings
 from models.gate import decide
-from models.registry import Registry, RegistryError
+from models.registry import ChampionMoved, Registry, RegistryError
 
 BASE = {"ndcg_at_10": 0.20, "coverage_at_10": 0.30, "ild_at_10": 0.60, "p99_score_ms": 10.0}
 
@@ -81,3 +81,19 @@ def test_promoting_an_unknown_tag_fails_and_changes_nothing(tmp_path):
     with pytest.raises(bentoml.exceptions.NotFound):
         registry.promote("decayrec-scorer:doesnotexist", [])
     assert registry.champion() is None
+
+
+def test_promotion_is_a_compare_and_swap_on_the_champion_it_was_measured_against(tmp_path):
+    registry = Registry(tmp_path)
+    first, second, third = (saved(registry, n, m) for n, m in ((0.20, b"1"), (0.25, b"2"), (0.30, b"3")))
+    registry.promote(first, ["first"], expected=None)
+    measured_against = registry.champion()
+    registry.promote(second, ["another writer, meanwhile"])  # e.g. a run elsewhere
+    before = registry.pointer_path.read_bytes(), registry.log_path.read_bytes()
+    with pytest.raises(ChampionMoved, match=f"changed from {first} to {second}.*{third}"):
+        registry.promote(third, ["better than the first"], expected=measured_against)
+    assert (registry.pointer_path.read_bytes(), registry.log_path.read_bytes()) == before  # nothing moved
+    registry.promote(third, ["better than the second"], expected=second)
+    assert registry.champion() == third and registry.pointer().previous == (first, second)
+    with pytest.raises(ChampionMoved, match="changed from None"):
+        Registry(tmp_path).promote(first, ["as if there were no champion"], expected=None)
