@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -18,24 +17,20 @@ from typing import Iterator
 import pandas as pd
 
 from flows.config import Params
+from models.files import replace_dir
 
 log = logging.getLogger(__name__)
 
 
 @contextmanager
 def staged_dir(final: Path) -> Iterator[Path]:
-    """Yield an empty folder that replaces ``final`` only if the block succeeds."""
+    """Yield an empty folder that replaces ``final``, in one step, only if the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         yield stage
-        old = final.with_name(f".{final.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(stage, final)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(stage, final)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 

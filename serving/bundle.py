@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +38,7 @@ class Bundle:
     events: pd.DataFrame
     items: pd.DataFrame
     vectors: ItemVectors
+    published: str | None = None  # which write of the package step it is
 
 
 
@@ -51,6 +54,8 @@ def write_bundle(params: Params, model: str, info: dict, out: Path) -> Path:
         "serving": params.serving.model_copy(update={"events_log": Path(params.serving.events_log).resolve()}),
     })
     manifest = {
+        # Unique per write: a reader that finds it changed while it read knows it read across two.
+        "published": f"{datetime.now(timezone.utc).isoformat(timespec='microseconds')}-{uuid.uuid4().hex[:8]}",
         "model": model, "kind": info["labels"].get("kind", "scorer"), "hp": info["params"],
         "labels": info["labels"], "metrics": info["metrics"],
         "params": {k: v for k, v in runtime.model_dump(mode="json", by_alias=True).items() if k in SECTIONS},
@@ -107,15 +112,28 @@ def build_bento(params: Params, model: str) -> str:
     return tags[-1]
 
 
-def load_bundle(folder: str | Path) -> Bundle:
-    """The package step's bundle (``write_bundle``), loaded."""
+def load_bundle(folder: str | Path, attempts: int = 20) -> Bundle:
+    """The package step's bundle (``write_bundle``), loaded wholly from one publication.
+
+    The package step replaces the folder in one step (``models.files.replace_dir``); a read
+    that a replacement overtook (the manifest's ``published`` changed between the first
+    file and the last, or a file vanished) is read again."""
+    import time
+
     from models.embeddings import load_vectors
 
     folder = Path(folder)
-    manifest = json.loads((folder / "bundle.json").read_text())
-    item_ids, vectors, _ = load_vectors(folder / "items.npz")
-    return Bundle(
-        params=Params.model_validate(manifest["params"]), model=manifest["model"], kind=manifest["kind"],
-        hp=manifest["hp"], events=pd.read_parquet(folder / "events.parquet"),
-        items=pd.read_parquet(folder / "items.parquet"), vectors=ItemVectors(item_ids, vectors),
-    )
+    for attempt in range(attempts):
+        try:
+            manifest = json.loads((folder / "bundle.json").read_text())
+            item_ids, vectors, _ = load_vectors(folder / "items.npz")
+            events, items = pd.read_parquet(folder / "events.parquet"), pd.read_parquet(folder / "items.parquet")
+            if json.loads((folder / "bundle.json").read_text()).get("published") == manifest.get("published"):
+                return Bundle(params=Params.model_validate(manifest["params"]), model=manifest["model"],
+                              kind=manifest["kind"], hp=manifest["hp"], events=events, items=items,
+                              vectors=ItemVectors(item_ids, vectors), published=manifest.get("published"))
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+        time.sleep(0.05 * (attempt + 1))
+    raise RuntimeError(f"{folder}: the bundle kept changing while it was read ({attempts} attempts)")

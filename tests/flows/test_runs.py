@@ -178,3 +178,45 @@ def test_a_run_killed_mid_train_leaves_nothing_half_written_and_the_next_run_com
     champion = json.loads((out / "registry" / "champion.json").read_text())["champion"]
     assert json.loads((out / "serving" / "bundle.json").read_text())["model"] == champion
     assert not list((out / "serving").parent.glob(".serving.*"))  # no staged or old bundle left beside it
+
+
+def test_a_minutely_schedule_never_runs_two_retrains_at_once_and_records_the_skipped(prefect_api, tmp_path, receiver):
+    """`decayrec schedule --cron "* * * * *"` on a real server, its train step slowed to three
+    minutes: over five minutes at most one run is ever running; runs due meanwhile are
+    cancelled by the deployment's limit, recorded as skipped and announced."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    url, bodies = receiver
+    path = fast_run(tmp_path)
+    env = {**prefect_api["env"], "PREFECT_API_URL": prefect_api["url"], "PREFECT_HOME": str(tmp_path / "serve_home"),
+           "PYTHONPATH": str(Path(__file__).parent / "slow_train"), "DECAYREC_TEST_SLOW_TRAIN_S": "180",
+           "DECAYREC_NOTIFY_URL": url}
+    log = open(tmp_path / "serve.log", "w")
+    serve = subprocess.Popen([DECAYREC, "--params", str(path), "schedule", "--cron", "* * * * *", "--name", "minutely"],
+                             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    most_running, states = 0, {}
+    try:
+        with get_client(sync_client=True) as client:
+            only = DeploymentFilter(name=DeploymentFilterName(any_=["minutely"]))
+            deadline = time.monotonic() + 150  # the first run starts at the next minute
+            while not any(r.state and r.state.is_running() for r in client.read_flow_runs(deployment_filter=only)):
+                assert serve.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+                time.sleep(2)
+            watch_until = time.monotonic() + 300
+            while time.monotonic() < watch_until:
+                runs = client.read_flow_runs(deployment_filter=only)
+                most_running = max(most_running, sum(1 for r in runs if r.state and r.state.is_running()))
+                states = {r.name: r.state.name if r.state else None for r in runs}
+                assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                time.sleep(2)
+        time.sleep(12)  # the watcher's next look
+    finally:
+        stop(serve, group=True)
+        log.close()
+    assert most_running == 1, states
+    skipped = [name for name, state in states.items() if state == "Cancelled"]
+    assert len(skipped) >= 2, states
+    status = json.loads((tmp_path / "out" / "runs" / "status.json").read_text())
+    assert status["last_skipped"]["reason"] == "Deployment concurrency limit reached.", status
+    assert {b["run"] for b in bodies if b["outcome"] == "skipped"} >= {f"prefect flow run {name}" for name in skipped[:2]}
