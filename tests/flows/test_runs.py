@@ -220,3 +220,32 @@ def test_a_minutely_schedule_never_runs_two_retrains_at_once_and_records_the_ski
     status = json.loads((tmp_path / "out" / "runs" / "status.json").read_text())
     assert status["last_skipped"]["reason"] == "Deployment concurrency limit reached.", status
     assert {b["run"] for b in bodies if b["outcome"] == "skipped"} >= {f"prefect flow run {name}" for name in skipped[:2]}
+
+
+def test_every_ending_is_recorded_and_only_the_bad_ones_announced(params_for, receiver, monkeypatch):
+    """A promotion is recorded without a notice; a model the gate refused, a failure and a
+    skipped run are recorded and announced, each once; a receiver that is down fails nothing."""
+    from flows.runs import guarded, read_status
+
+    url, bodies = receiver
+    monkeypatch.setenv("DECAYREC_NOTIFY_URL", url)
+    params = params_for()
+    summary = lambda promoted: {"model": "decayrec-scorer:x", "promoted": promoted, "reasons": ["ndcg"]}  # noqa: E731
+    guarded(params, "promoting", lambda: summary(True), gate=lambda s: s)
+    assert bodies == [] and read_status(params.runs)["last_success"]["promoted"] is True
+    guarded(params, "refused", lambda: summary(False), gate=lambda s: s)
+    assert [(b["outcome"], b["run"], b["promoted"]) for b in bodies] == [("succeeded", "refused", False)]
+    with pytest.raises(ValueError):
+        guarded(params, "failing", lambda: (_ for _ in ()).throw(ValueError("bad column")))
+    assert bodies[-1]["outcome"] == "failed" and bodies[-1]["reason"] == "ValueError: bad column"
+    other = hold(params.runs.lock, 60)
+    try:
+        with pytest.raises(RunBusy):
+            guarded(params, "second", lambda: summary(True))
+    finally:
+        stop(other)
+    assert [b["outcome"] for b in bodies] == ["succeeded", "failed", "skipped"]
+    monkeypatch.setenv("DECAYREC_NOTIFY_URL", "http://127.0.0.1:9/nobody-listens")
+    guarded(params, "refused again", lambda: summary(False), gate=lambda s: s)  # not raised
+    status = read_status(params.runs)
+    assert status["last_failure"]["run"] == "failing" and status["last_success"]["run"] == "refused again"
