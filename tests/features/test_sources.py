@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import zipfile
 from pathlib import Path
@@ -226,7 +227,12 @@ def test_cli_ingest_from_a_damaged_mirror_fails_in_one_line_and_writes_nothing(
     assert PINNED_SHA256["ml-1m"]["README"] in err
     assert "Traceback" not in err
     assert not interim.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mirror", "params.yaml"]
+    # Nothing but the run's own record (flows/runs.py): the failure, and the released lock.
+    run_files = tmp_path / "data" / "datasets" / "ml-1m"
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() and p.parts[len(tmp_path.parts)] != "mirror")
+    assert written == ["data/datasets/ml-1m/run.lock", "data/datasets/ml-1m/runs/status.json", "params.yaml"]
+    failure = json.loads((run_files / "runs" / "status.json").read_text())["last_failure"]
+    assert failure["run"] == "decayrec ingest" and "[checksum]" in failure["reason"]
 
 
 def test_cli_ingest_failure_keeps_earlier_interim_tables(params_file, fake_mirror, tmp_path, monkeypatch, capsys):
