@@ -8,7 +8,9 @@ candidates are ranked by it.
 
 Training: each positive (a candidate the user went on to touch) against ``negatives``
 candidates sampled from the same user's non-positive candidates, softmax cross-entropy
-(sampled softmax). Seeds fixed; on CPU a run is bit-for-bit repeatable.
+(sampled softmax). Seeds fixed: on the bundled data a run is bit-for-bit repeatable (a test
+checks it); on ml-1m two runs with identical features agreed for four epochs, then parted in
+the 4th decimal (the cause not traced), ending .0853 and .0880 NDCG@10 on P2.
 """
 from __future__ import annotations
 
