@@ -23,13 +23,12 @@ def _params(args: argparse.Namespace):
     return load_params(args.params, dataset=getattr(args, "dataset", None))
 
 
-def guarded(args: argparse.Namespace, body, gate=lambda _: None):
-    """``body()`` as one run of the pipeline (``flows.runs.guarded``), named by its command;
-    a step's command within that step's time limit."""
+def guarded(args: argparse.Namespace, params, body, gate=lambda _: None):
+    """``body()`` as one run of the pipeline (``flows.runs.guarded``) under ``params``, named
+    by its command; a step's command within that step's time limit."""
     from flows.runs import guarded as run_guarded
     from flows.runs import time_limit
 
-    params = _params(args)
     with time_limit(params.runs.timeout_s.get(args.command), args.command):
         return run_guarded(params, f"decayrec {args.command}", body, gate)
 
@@ -38,7 +37,8 @@ def cmd_step(args: argparse.Namespace) -> int:
     """A step of the table (flows/pipeline.py) with nothing to print but its log."""
     from flows.pipeline import BY_NAME
 
-    guarded(args, lambda: BY_NAME[args.command].run(_params(args)))
+    params = _params(args)
+    guarded(args, params, lambda: BY_NAME[args.command].run(params))
     return 0
 
 
@@ -86,7 +86,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return validate_file(args)
     from flows.steps import validate_step
 
-    guarded(args, lambda: validate_step(_params(args)))
+    params = _params(args)
+    guarded(args, params, lambda: validate_step(params))
     return 0
 
 
@@ -94,7 +95,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from flows.steps import evaluate_step
 
     params = _params(args)
-    metrics = guarded(args, lambda: evaluate_step(params, [args.protocol] if args.protocol else None))
+    metrics = guarded(args, params, lambda: evaluate_step(params, [args.protocol] if args.protocol else None))
     print(format_table(metrics, params.evaluate.k[0]))
     print(f"report: {params.evaluate.out_dir / 'report.md'}")
     return 0
@@ -104,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flows.steps import train_step
 
     params = _params(args)
-    summary = guarded(args, lambda: train_step(params, [args.protocol] if args.protocol else None), gate=lambda s: s)
+    summary = guarded(args, params, lambda: train_step(params, [args.protocol] if args.protocol else None), gate=lambda s: s)
     print(format_training(summary))
     return 0
 
@@ -153,12 +154,13 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         return 1
     name = args.name or f"retrain-{args.dataset or 'default'}"
     parameters = {"params_path": str(Path(args.params).resolve()), "dataset": args.dataset}
-    runs = _params(args).runs
+    params = _params(args)
+    runs = params.runs
     # One run at a time: a run due while one is in flight is cancelled (skip) or waits (queue).
     strategy = ConcurrencyLimitStrategy.CANCEL_NEW if runs.on_overlap == "skip" else ConcurrencyLimitStrategy.ENQUEUE
     print(f"deployment retrain/{name}: cron {args.cron!r} on {PREFECT_API_URL.value()}, one run at a time "
           f"({runs.on_overlap} on overlap); serving runs (Ctrl-C stops)")
-    with watch_skipped(_params(args), name):
+    with watch_skipped(params, name):
         retrain.serve(name=name, cron=args.cron, parameters=parameters,
                       global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=strategy))
     return 0
@@ -170,7 +172,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
     import subprocess
 
     extra = args.dvc_args[1:] if args.dvc_args[:1] == ["--"] else args.dvc_args
-    done = guarded(args, lambda: subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro", *extra]))
+    done = guarded(args, _params(args), lambda: subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro", *extra]))
     return done.returncode
 
 
@@ -211,7 +213,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_package(args: argparse.Namespace) -> int:
     from flows.steps import package_step
 
-    summary = guarded(args, lambda: package_step(_params(args)))
+    params = _params(args)
+    summary = guarded(args, params, lambda: package_step(params))
     print(f"bento {summary['bento']} (model {summary['model']}, bundle {summary['bundle']}/)")
     print(f"serve it: bentoml serve {summary['bento']} --port 3000   (demo page: http://127.0.0.1:3000/)")
     return 0
@@ -248,7 +251,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     params = _params(args)
     started = time.perf_counter()
-    results, seconds = guarded(args, lambda: run_all(params), gate=lambda out: out[0]["train"])
+    results, seconds = guarded(args, params, lambda: run_all(params), gate=lambda out: out[0]["train"])
     print(format_summary(params, results["validate"], results["split"], time.perf_counter() - started))
     print(format_training(results["train"]))
     print("  steps: " + ", ".join(f"{name} {s:.1f} s" for name, s in seconds.items()))

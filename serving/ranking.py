@@ -14,6 +14,7 @@ import threading
 
 import numpy as np
 
+from features.interest import decayed_count
 from features.lm_profile import unit_profiles
 from models.baselines import EASE
 from models.candidates import SOURCES
@@ -44,8 +45,6 @@ class ScorerRanking:
         reader (``models.signals.read``): row ``r`` is ``hist``'s user ``r``, whose stored
         state is ``stored``'s row ``r`` (``profile``: their unit LM profiles, when the caller
         has them already)."""
-        from features.interest import decayed_count
-
         e = self.engine
         events = decayed_count(_floats(stored["events_decayed"]), _floats(stored["last_event_s"]), now, e.feature_params)
         if profile is None:
