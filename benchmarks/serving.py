@@ -99,7 +99,7 @@ def inprocess(params, users: list[int], n: int) -> dict:
     registry = Registry(params.train.registry_dir)
     bundle = load_bundle(params.serving.bundle_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        engine = Engine(bundle, registry.path(bundle.model), open_store(params.features.store), EventLog(Path(tmp) / "e.jsonl"))
+        engine = Engine(bundle, registry.path(bundle.model), open_store(bundle.params.features.store), EventLog(Path(tmp) / "e.jsonl"))
         rng = np.random.default_rng(0)
         for user in users[:20]:  # warm-up
             engine.recommend(user, 10)

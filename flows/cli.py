@@ -203,8 +203,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
         built = datetime.fromtimestamp(manifest.stat().st_mtime, tz=timezone.utc)
         age_h = (datetime.now(timezone.utc) - built).total_seconds() / 3600
-        print(f"{'serving:':<15} {json.loads(manifest.read_text())['model']}, packaged {built.isoformat(timespec='seconds')}"
-              f" ({age_h:.1f} h ago)")
+        served = json.loads(manifest.read_text())
+        print(f"{'serving:':<15} {served['model']}, packaged {built.isoformat(timespec='seconds')} ({age_h:.1f} h ago)")
+        print(f"{'online store:':<15} {served['params']['features']['store']['project']}")
     else:
         print(f"{'serving:':<15} no bundle at {params.serving.bundle_dir} yet")
     return 0

@@ -79,8 +79,8 @@ STEPS: list[Step] = [
          writes=_none, sections=("train", "evaluate", "features", "lm.model"),
          reports=lambda p: [p.train.out_dir / "summary.json"], metrics=lambda p: [p.train.out_dir / "metrics.json"],
          note="The registry (data/registry) is state, not an output: the gate compares against it."),
-    # The service reads the online store the features and profiles steps loaded: their
-    # tables stand for it (the store is state, not a file).
+    # The service reads the online store version the profiles step loaded: its tables and
+    # the pointer beside them (profiles_dir/online.json) stand for it (the store is state).
     Step("package", steps.package_step, reads=lambda p: [p.train.out_dir / "summary.json", p.validation.validated_dir, p.lm.out,
                                                          p.features.out_dir, p.features.profiles_dir],
          writes=_none, sections=bundle.SECTIONS,

@@ -1,7 +1,7 @@
 """The retrain flow: raw data to a gated champion, as Prefect tasks over the very step
 functions the CLI and the DVC stages call (``flows/steps.py``).
 
-ingest -> validate -> split -> features (+ Feast materialize) -> embed -> profiles ->
+ingest -> validate -> split -> features -> embed -> profiles (+ a new Feast online store version) ->
 train (search, evaluate beside the baselines, gate, register) -> package.
 
 - One run at a time: the flow holds the run lock (``flows.run_lock``) that every door takes;

@@ -183,9 +183,9 @@ def evaluate_step(params: Params, protocols: list[str] | None = None) -> dict:
 
 
 def features_step(params: Params) -> dict:
-    """Build the decayed feature tables, register them in Feast and load the online store."""
-    from features.feature_repo.definitions import repository
-    from features.store import apply, build, made_with, materialize, open_store, write_tables
+    """Build the decayed feature tables (Feast's offline sources); the profiles step loads
+    them online, with the LM profiles, as one new version of the online store."""
+    from features.store import build, write_tables
 
     cfg = params.features
     events = pd.read_parquet(params.validation.validated_dir / "events.parquet")
@@ -194,13 +194,8 @@ def features_step(params: Params) -> dict:
     tables = build(events, items, cfg)
     with staged_dir(cfg.out_dir) as out:
         write_tables(tables, out)
-    store = open_store(cfg.store)
-    apply(store, repository(cfg.out_dir, cfg.profiles_dir, made_with(cfg)))
-    first, last = events["timestamp"].min(), events["timestamp"].max()
-    # One second past the last event: Feast's window excludes its end.
-    materialize(store, first.to_pydatetime(), (last + pd.Timedelta(seconds=1)).to_pydatetime())
     summary = {name: int(len(table)) for name, table in tables.items()}
-    log.info("features: %s rows -> %s, online store (%s profile) loaded", summary, cfg.out_dir, cfg.store.profile)
+    log.info("features: %s rows -> %s", summary, cfg.out_dir)
     return summary
 
 
@@ -216,10 +211,12 @@ def embed_step(params: Params) -> dict:
 
 
 def profiles_step(params: Params) -> dict:
-    """Each user's LM profile from the item vectors, into Feast's offline and online stores."""
-    from features.feature_repo.definitions import repository
+    """Each user's LM profile from the item vectors, into Feast's offline store; then every
+    feature table into a new version of the online store (``features.online``), which the
+    package step switches the service to."""
     from features.lm_profile import lm_profile_table
-    from features.store import LM_VIEWS, apply, made_with, materialize, open_store, write_tables
+    from features.online import load
+    from features.store import write_tables
     from models.embeddings import load_vectors
 
     cfg = params.features
@@ -229,12 +226,13 @@ def profiles_step(params: Params) -> dict:
     table = lm_profile_table(events, item_ids, vectors, cfg)
     with staged_dir(cfg.profiles_dir) as out:
         write_tables({"user_lm_profile": table}, out)
-    store = open_store(cfg.store)
-    apply(store, repository(cfg.out_dir, cfg.profiles_dir, made_with(cfg)))
     first, last = events["timestamp"].min(), events["timestamp"].max()
-    materialize(store, first.to_pydatetime(), (last + pd.Timedelta(seconds=1)).to_pydatetime(), LM_VIEWS)
-    summary = {"user_lm_profile": int(len(table)), "users": int(table["user_id"].nunique()), "model_id": model_id}
-    log.info("profiles: %s rows for %s users -> %s, online store loaded", summary["user_lm_profile"], summary["users"], cfg.profiles_dir)
+    # One second past the last event: Feast's window excludes its end.
+    online = load(cfg, first.to_pydatetime(), (last + pd.Timedelta(seconds=1)).to_pydatetime())
+    summary = {"user_lm_profile": int(len(table)), "users": int(table["user_id"].nunique()), "model_id": model_id,
+               "online_project": online.project}
+    log.info("profiles: %s rows for %s users -> %s, online store version %s", summary["user_lm_profile"], summary["users"],
+             cfg.profiles_dir, online.project)
     return summary
 
 
@@ -339,16 +337,25 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
 
 
 def package_step(params: Params) -> dict:
-    """Bundle the champion with what the service needs, and build the bento around it."""
+    """Bundle the champion with what the service needs, and build the bento around it. The
+    bundle names the online store version the profiles step loaded: publishing it is the
+    switch (``features.online``)."""
+    from features.online import drop, published
     from models.registry import Registry
-    from serving.bundle import build_bento, write_bundle
+    from serving.bundle import build_bento, served_store, write_bundle
 
     registry = Registry(params.train.registry_dir)
     tag = registry.champion()
     if tag is None:
         raise RuntimeError(f"no champion in {params.train.registry_dir} to package: train (and promote) a model first")
+    online, before = published(params.features), served_store(params.serving.bundle_dir)
     with staged_dir(params.serving.bundle_dir) as out:
         write_bundle(params, tag, registry.info(tag), out)
+    try:  # the bento before this one may still be serving: its version stays until the next switch
+        drop(online, {online.project} | ({before.project} if before else set()))
+    except Exception as error:  # noqa: BLE001 - the switch is done; old rows only cost space
+        log.warning("package: old online store versions not dropped (%s); the next package tries again", error)
     bento = build_bento(params, tag)
-    log.info("package: %s with %s -> bento %s (serve: bentoml serve %s)", params.serving.bundle_dir, tag, bento, bento)
-    return {"model": tag, "bento": bento, "bundle": str(params.serving.bundle_dir)}
+    log.info("package: %s with %s on online store %s -> bento %s (serve: bentoml serve %s)",
+             params.serving.bundle_dir, tag, online.project, bento, bento)
+    return {"model": tag, "bento": bento, "bundle": str(params.serving.bundle_dir), "online_project": online.project}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from flows.config import Params
+from flows.config import Params, StoreConfig
 from models.lm_score import ItemVectors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,10 +45,13 @@ class Bundle:
 def write_bundle(params: Params, model: str, info: dict, out: Path) -> Path:
     """Write the bundle for ``model`` (a registry tag with its ``info``) into ``out``.
 
-    Paths the service opens at run time (online store, event log) are made absolute: the
-    bento's working folder is not this one."""
+    The online store is the version the profiles step loaded (``features.online``): the
+    bundle's publication switches the service to it. Paths the service opens at run time
+    (online store, event log) are made absolute: the bento's working folder is not this one."""
+    from features.online import published
+
     out.mkdir(parents=True, exist_ok=True)
-    store = params.features.store
+    store = published(params.features)
     runtime = params.model_copy(update={
         "features": params.features.model_copy(update={"store": store.model_copy(update={"local_dir": Path(store.local_dir).resolve()})}),
         "serving": params.serving.model_copy(update={"events_log": Path(params.serving.events_log).resolve()}),
@@ -110,6 +113,16 @@ def build_bento(params: Params, model: str) -> str:
     if not tags:
         raise RuntimeError(f"bentoml build printed no tag:\n{done.stdout[-2000:]}")
     return tags[-1]
+
+
+def served_store(folder: str | Path) -> StoreConfig | None:
+    """The online store the bundle in ``folder`` names; None when there is no bundle (or
+    one that cannot be read)."""
+    try:
+        manifest = json.loads((Path(folder) / "bundle.json").read_text())
+        return StoreConfig.model_validate(manifest["params"]["features"]["store"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def load_bundle(folder: str | Path, attempts: int = 20) -> Bundle:

@@ -130,11 +130,13 @@ class Engine:
         self.histories: dict[int, tuple[np.ndarray, np.ndarray]] = {
             int(u): (items[a:b].copy(), seconds[a:b].copy()) for u, a, b in zip(data.user_ids, bounds[:-1], bounds[1:])
         }
-        # The online store already holds the logged events; memory gets them from the log.
-        self.item_state = self._read_item_state()
-        self._item_cache: tuple[float, tuple[np.ndarray, np.ndarray]] | None = None
+        # The online store gets the logged events it lacks (all of them, for a version that
+        # has never served) before its item state is read; memory gets them from the log.
         with event_log.locked():  # a torn tail from a crash is set aside before anything reads
             event_log.repair()
+            self._push_pending()
+        self.item_state = self._read_item_state()
+        self._item_cache: tuple[float, tuple[np.ndarray, np.ndarray]] | None = None
         replayed, self._offset = event_log.read_from(0)
         if len(replayed):
             self._fold_memory(replayed)
@@ -326,10 +328,8 @@ class Engine:
         and the online push happen under that lock too: pushes read, fold and write stored
         state, so two at once (threads or processes) would lose events. Returns how many
         were accepted, how many were duplicates, and whether the online store took them (if
-        not, they are safe in the log and in memory, and the next features run includes them).
+        not, they are safe in the log and in memory, and the next push or start pushes them).
         Raises ``OSError`` when the log cannot be written: nothing is acknowledged then."""
-        from features.live import update_items, update_lm_profiles, update_users
-
         unknown = ~events["item_id"].isin(self.known_items)
         if unknown.any():
             row = int(np.flatnonzero(unknown.to_numpy())[0])
@@ -341,15 +341,34 @@ class Engine:
             fresh = events[self.seen.fresh(events)]
             if len(fresh):
                 self.log.append(fresh)
-                try:
-                    update_users(self.store, fresh, self.bundle.items, self.feature_params)
-                    update_items(self.store, fresh, self.feature_params)
-                    update_lm_profiles(self.store, fresh, self.vectors.item_ids, self.vectors.vectors, self.feature_params)
-                except Exception as error:  # noqa: BLE001 - logged durably already; report, do not fail
-                    log.warning("online store push failed (%s); %d events kept in %s", error, len(fresh), self.log.path)
-                    online = False
+                online = self._push_pending()
         self.catch_up()  # outside the lock: the events are in the log, and the next writer reads them first
         return {"accepted": int(len(fresh)), "duplicates": int(len(events) - len(fresh)), "online": online}
+
+    def _push_pending(self) -> bool:
+        """Push to the online store every logged event it does not hold yet (the log's mark
+        for this store version), then move the mark; False if the store refused them (they
+        stay pending, in the log, for the next push). Call inside the log's lock."""
+        from features.live import update_items, update_lm_profiles, update_users
+
+        stored = self.params.features.store
+        # The store's name where it lives: the same version may live in two places.
+        where = stored.redis if stored.profile == "production" else str(Path(stored.local_dir).resolve())
+        store_version = f"{stored.project}@{where}"
+        start = self.log.pushed(store_version)
+        if start >= self.log.size():
+            return True
+        events, end = self.log.read_from(start)
+        try:
+            if len(events):
+                update_users(self.store, events, self.bundle.items, self.feature_params)
+                update_items(self.store, events, self.feature_params)
+                update_lm_profiles(self.store, events, self.vectors.item_ids, self.vectors.vectors, self.feature_params)
+        except Exception as error:  # noqa: BLE001 - logged durably already; report, do not fail
+            log.warning("online store push failed (%s); %d events kept in %s for the next push", error, len(events), self.log.path)
+            return False
+        self.log.mark_pushed(store_version, end)
+        return True
 
     def catch_up(self) -> bool:
         """Fold into memory the events logged since the last look, by this process or another;

@@ -3,7 +3,10 @@
 One JSON object per line. A batch is written with one ``write`` and ``fsync`` under an
 exclusive lock on the file (``fcntl.flock``), so concurrent requests and processes never
 interleave lines and an acknowledged event survives a crash. The log is also how service
-processes share live events: each reads what was appended since its last offset.
+processes share live events: each reads what was appended since its last offset. Beside it,
+``<log>.pushed`` records, per online store version, the offset up to which the logged events
+are in that store: a new version gets the whole log on its first start, and events whose
+push failed (a store outage) are pushed again with the next ones.
 
 A log can still hold what it should not: a torn last line (a crash mid-write, never
 acknowledged) or a line edited by hand. Neither stops a reader: a line that is not a valid
@@ -58,10 +61,12 @@ class EventLog:
     def __init__(self, path: str | Path, on_reject: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
         self.quarantine = self.path.with_name(self.path.name + ".quarantine")
+        self.marks = self.path.with_name(self.path.name + ".pushed")  # per online store: offset pushed up to
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._on_reject = on_reject
         self.rejected = {"invalid": 0, "torn": 0}  # lines this process set aside
+        self._set_aside_at: set[int] = set()  # their offsets: a line read twice is set aside once
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -112,6 +117,27 @@ class EventLog:
             handle.flush()
             os.fsync(handle.fileno())
 
+    def pushed(self, store: str) -> int:
+        """The offset up to which every logged event is in online store ``store`` (0: none
+        is; a log shorter than that was replaced, and counts from 0). Call inside ``locked()``."""
+        try:
+            offset = int(json.loads(self.marks.read_text()).get(store, 0))
+        except (OSError, ValueError, AttributeError):
+            return 0
+        return offset if offset <= self.size() else 0
+
+    def mark_pushed(self, store: str, offset: int) -> None:
+        """Record that online store ``store`` holds every event before ``offset``. Call inside
+        ``locked()``."""
+        from models.files import atomic_write
+
+        try:
+            marks = json.loads(self.marks.read_text())
+        except (OSError, ValueError):
+            marks = {}
+        marks = {**(marks if isinstance(marks, dict) else {}), store: offset}
+        atomic_write(self.marks, lambda f: f.write(json.dumps(marks, sort_keys=True).encode() + b"\n"))
+
     def size(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0
 
@@ -147,6 +173,9 @@ class EventLog:
         return frame, offset
 
     def _set_aside(self, text: str, kind: str, at: int, reason: str = "a torn last line (a write cut short)") -> None:
+        if kind == "invalid" and at in self._set_aside_at:
+            return
+        self._set_aside_at.add(at)
         self.rejected[kind] += 1
         log.warning("%s: byte %d: %s; skipped, kept in %s", self.path, at, reason, self.quarantine)
         try:

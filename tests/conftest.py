@@ -55,7 +55,12 @@ def params_for(tmp_path: Path):
         )
         split = params.split.model_copy(update={"out_dir": tmp_path / "splits"})
         runs = params.runs.model_copy(update={"lock": tmp_path / "run.lock", "status": tmp_path / "runs" / "status.json"})
-        return params.model_copy(update={"data": data, "validate_": validation, "split": split, "runs": runs})
+        store = params.features.store.model_copy(update={"local_dir": tmp_path / "feast"})
+        features = params.features.model_copy(
+            update={"out_dir": tmp_path / "features", "profiles_dir": tmp_path / "profiles", "store": store})
+        lm = params.lm.model_copy(update={"out": tmp_path / "embeddings" / "items.npz"})
+        return params.model_copy(update={"data": data, "validate_": validation, "split": split, "runs": runs,
+                                         "features": features, "lm": lm})
 
     return make
 

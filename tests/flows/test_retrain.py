@@ -122,9 +122,11 @@ def test_a_validation_failure_halts_the_run_and_touches_nothing(first_run):
 
 
 def test_a_transient_redis_failure_is_retried_then_succeeds(prefect_api, tmp_path, monkeypatch):
-    """The first attempt of the features task meets a closed port; the retry meets Redis."""
+    """The first attempt of the profiles task (which loads the online store) meets a closed
+    port; the retry meets Redis."""
     from prefect import flow
 
+    from features.online import published
     from features.store import drop_production, online_users, open_store
     from flows import retrain as module
     from flows import steps
@@ -137,8 +139,10 @@ def test_a_transient_redis_failure_is_retried_then_succeeds(prefect_api, tmp_pat
     params = load_params(write_params(tmp_path, small_csv(tmp_path / "raw"), store))
     steps.ingest_step(params)
     steps.validate_step(params)
+    steps.features_step(params)
+    steps.embed_step(params)
     attempts = []
-    real = steps.features_step
+    real = steps.profiles_step
 
     def first_attempt_on_a_closed_port(p):
         attempts.append(p.features.store.redis)
@@ -147,17 +151,17 @@ def test_a_transient_redis_failure_is_retried_then_succeeds(prefect_api, tmp_pat
             p = p.model_copy(update={"features": p.features.model_copy(update={"store": closed})})
         return real(p)
 
-    monkeypatch.setitem(BY_NAME, "features", dataclasses.replace(BY_NAME["features"], run=first_attempt_on_a_closed_port))
+    monkeypatch.setitem(BY_NAME, "profiles", dataclasses.replace(BY_NAME["profiles"], run=first_attempt_on_a_closed_port))
 
     @flow
-    def features_only(p):
-        return module.features.with_options(retry_delay_seconds=0.5)(p, return_state=True)
+    def profiles_only(p):
+        return module.profiles.with_options(retry_delay_seconds=0.5)(p, return_state=True)
 
     try:
-        state = features_only(params)
+        state = profiles_only(params)
         assert state.is_completed() and len(attempts) == 2
         assert state.name == "Completed" and attempts[1] == "127.0.0.1:6379,db=6"
-        online = online_users(open_store(StoreConfig(**store)), [1])
+        online = online_users(open_store(published(params.features)), [1])
         assert online["user_id"].tolist() == [1]
     finally:
         drop_production(StoreConfig(**store))
@@ -216,13 +220,16 @@ def test_schedule_creates_a_cron_deployment_whose_triggered_run_completes(prefec
         log.close()
 
 
-def test_newer_events_materialize_only_the_new_interval_and_retrain_through_the_gate(prefect_api, tmp_path):
-    """Move the cut time forward: the features step reruns and continues materialization from
-    where it stopped; the new model is registered and the gate decides."""
-    from features.store import open_store
+def test_newer_events_load_a_new_online_version_that_the_new_bundle_switches_to(prefect_api, tmp_path):
+    """Move the cut time forward: the features step reruns, the new tables are loaded into a
+    version of their own beside the served one, and the bundle switches to it; the version
+    before stays for a service still on the previous bento. The gate decides the model."""
+    from features.online import versions
+    from features.store import online_users, open_store
     from flows.config import load_params
     from flows.retrain import retrain
     from models.registry import Registry
+    from serving.bundle import served_store
 
     events = pd.read_csv(BUNDLED / "ratings.csv", nrows=3000)
     movies = pd.read_csv(BUNDLED / "movies.csv")
@@ -235,16 +242,19 @@ def test_newer_events_materialize_only_the_new_interval_and_retrain_through_the_
     first = retrain(params_path=str(path), return_state=True)
     assert first.is_completed(), first.message
     params = load_params(path)
-    store = open_store(params.features.store)
-    before = store.get_feature_view("user_interest").materialization_intervals
-    assert len(before) == 1
+    old = served_store(params.serving.bundle_dir)
+    user = int(events.loc[events["timestamp"] > cut, "userId"].iloc[-1])
+    before = online_users(open_store(old), [user])["last_event_s"].iloc[0]
 
     events.to_csv(raw / "ratings.csv", index=False)  # the newer events arrive
     second = retrain(params_path=str(path), return_state=True)
     assert second.is_completed(), second.message
     assert task_states(second)["features"] == "Completed"  # inputs changed: not cached
-    intervals = open_store(params.features.store).get_feature_view("user_interest").materialization_intervals
-    assert len(intervals) == 2 and intervals[1][0] == before[0][1]  # only the new interval
+    new = served_store(params.serving.bundle_dir)
+    assert new.project != old.project and second.result()["package"]["online_project"] == new.project
+    assert versions(params.features.store) == sorted([old.project, new.project])
+    assert online_users(open_store(new), [user])["last_event_s"].iloc[0] == events.loc[events["userId"] == user, "timestamp"].max()
+    assert online_users(open_store(old), [user])["last_event_s"].iloc[0] == before  # untouched
     result = second.result()["train"]
     registry = Registry(params.train.registry_dir)
     expected = result["model"] if result["promoted"] else first.result()["train"]["model"]

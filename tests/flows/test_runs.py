@@ -149,7 +149,15 @@ def test_two_runs_started_together_promote_once_and_serve_one_runs_bundle(tmp_pa
     log = [json.loads(line) for line in (out / "registry" / "promotions.jsonl").read_text().splitlines()]
     champion = json.loads((out / "registry" / "champion.json").read_text())["champion"]
     assert [e["action"] for e in log] == ["promote"] and log[0]["champion"] == champion
-    assert json.loads((out / "serving" / "bundle.json").read_text())["model"] == champion
+    bundle = json.loads((out / "serving" / "bundle.json").read_text())
+    assert bundle["model"] == champion
+    from features.online import published
+    from flows.config import load_params
+
+    online = published(load_params(path).features).project
+    assert bundle["params"]["features"]["store"]["project"] == online
+    shown = subprocess.run([DECAYREC, "--params", str(path), "status"], capture_output=True, text=True, cwd=ROOT).stdout
+    assert f"online store:   {online}" in shown, shown
     assert [b["outcome"] for b in bodies] == ["skipped"]
     status = json.loads((out / "runs" / "status.json").read_text())
     assert status["last_success"]["model"] == champion and status["last_success"]["promoted"] is True

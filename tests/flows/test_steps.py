@@ -92,17 +92,19 @@ def test_ml_1m_ingests_validates_and_splits_as_published(params_for):
     assert sum(splits["P0"][part]["rows"] for part in ("train", "valid", "test")) == 834_449
 
 
-def test_features_step_loads_the_online_store(csv_params, tmp_path):
+def test_profiles_step_loads_every_table_into_a_new_online_version(csv_params):
+    from features.online import published
     from features.store import online_users, open_store
-    from flows.steps import features_step
+    from flows.steps import embed_step, features_step, profiles_step
 
-    store_cfg = csv_params.features.store.model_copy(update={"local_dir": tmp_path / "feast"})
-    params = csv_params.model_copy(
-        update={"features": csv_params.features.model_copy(update={"out_dir": tmp_path / "features", "store": store_cfg})}
-    )
+    params = csv_params
     ingest_step(params)
     validate_step(params)
     summary = features_step(params)
+    embed_step(params)
+    loaded = profiles_step(params)
+    assert loaded["online_project"] == published(params.features).project != params.features.store.project
+    store_cfg = published(params.features)
     validated = pd.read_parquet(params.validation.validated_dir / "events.parquet")
     assert summary["user_interest"] >= validated["user_id"].nunique()
     users = sorted(validated["user_id"].unique())

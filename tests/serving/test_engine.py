@@ -25,7 +25,7 @@ def engine_for(params_path: Path, folder: Path, store=None):
     tag = registry.champion()
     write_bundle(params, tag, registry.info(tag), folder / "bundle")
     bundle = load_bundle(folder / "bundle")
-    return Engine(bundle, registry.path(tag), store or open_store(params.features.store), EventLog(folder / "events.jsonl"))
+    return Engine(bundle, registry.path(tag), store or open_store(bundle.params.features.store), EventLog(folder / "events.jsonl"))
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +158,64 @@ def test_live_events_are_logged_and_change_the_next_answer(trained, tmp_path):
     assert {first[0].item_id, first[1].item_id} <= set(again.item_ids[again.history(user).items])
 
 
+def _rated(engine, user: int, item: int, minutes: int) -> pd.DataFrame:
+    at = pd.Timestamp(engine.now, unit="s", tz="UTC") + pd.Timedelta(minutes=minutes)
+    events = pd.DataFrame({"user_id": [user], "item_id": [item], "event_type": ["rating"], "value": [5.0], "timestamp": [at]})
+    return events.assign(timestamp=events["timestamp"].astype("datetime64[us, UTC]"))
+
+
+def test_a_new_online_store_version_gets_the_logged_events_once_on_first_start(trained, tmp_path):
+    """Live events reach the version a service serves; a later version (a retrain) starts
+    without them. The first engine on it pushes the whole log, the next one pushes nothing."""
+    from conftest import own_store
+    from features.store import online_users, open_store
+    from flows.config import load_params
+    from models.registry import Registry
+    from serving.bundle import load_bundle, write_bundle
+    from serving.engine import Engine
+    from serving.event_log import EventLog
+
+    for name in ("old", "new"):
+        (tmp_path / name).mkdir()
+    old = engine_for(own_store(trained, tmp_path / "old"), tmp_path / "old")
+    user = int(old.bundle.events["user_id"].iloc[-1])
+    old.ingest(_rated(old, user, int(old.recommend(user, 1).items[0].item_id), 1))
+    served = online_users(old.store, [user]).drop(columns="user_id")
+
+    params = load_params(own_store(trained, tmp_path / "new"))  # a version loaded elsewhere, without live events
+    registry = Registry(params.train.registry_dir)
+    bundle = load_bundle(write_bundle(params, registry.champion(), registry.info(registry.champion()), tmp_path / "new" / "bundle"))
+    store = open_store(bundle.params.features.store)
+    assert online_users(store, [user])["last_event_s"].iloc[0] < served["last_event_s"].iloc[0]
+
+    def start() -> Engine:
+        return Engine(bundle, registry.path(registry.champion()), open_store(bundle.params.features.store), EventLog(old.log.path))
+
+    start()
+    pd.testing.assert_frame_equal(online_users(store, [user]).drop(columns="user_id"), served)
+    start()  # a second worker, or a restart: the version holds the log already
+    pd.testing.assert_frame_equal(online_users(store, [user]).drop(columns="user_id"), served)
+
+
+def test_events_whose_online_push_failed_are_pushed_with_the_next_ones(trained, tmp_path, monkeypatch):
+    from conftest import own_store
+    from features import live
+    from features.store import online_users
+
+    engine = engine_for(own_store(trained, tmp_path), tmp_path)
+    users = [int(u) for u in engine.bundle.events["user_id"].unique()[:2]]
+    item = int(engine.item_ids[0])
+    first, second = _rated(engine, users[0], item, 1), _rated(engine, users[1], item, 2)
+    real = live.update_users
+    monkeypatch.setattr(live, "update_users", lambda *a: (_ for _ in ()).throw(ConnectionError("store away")))
+    assert engine.ingest(first)["online"] is False
+    assert online_users(engine.store, users[:1])["last_event_s"].iloc[0] < first["timestamp"].iloc[0].timestamp()
+    monkeypatch.setattr(live, "update_users", real)
+    assert engine.ingest(second)["online"] is True
+    pushed = online_users(engine.store, users)["last_event_s"].tolist()
+    assert pushed == [int(first["timestamp"].iloc[0].timestamp()), int(second["timestamp"].iloc[0].timestamp())]
+
+
 def test_kept_user_signals_answer_as_fresh_ones_until_the_users_events_change(trained, tmp_path):
     from conftest import own_store
 
@@ -214,11 +272,10 @@ def test_an_unreachable_redis_degrades_to_popularity_with_a_flag(trained, tmp_pa
              "redis": "127.0.0.1:6379,db=4", "postgres_schema": name}
     try:
         path = own_store(trained, tmp_path, store)
-        params = load_params(path)
         healthy = engine_for(path, tmp_path / "ok")
         user = int(healthy.bundle.events["user_id"].iloc[0])
         assert not healthy.recommend(user, 5).degraded
-        down = params.features.store.model_copy(update={"redis": f"127.0.0.1:{free_port()},db=4"})
+        down = healthy.params.features.store.model_copy(update={"redis": f"127.0.0.1:{free_port()},db=4"})
         engine = engine_for(path, tmp_path / "down", store=open_store(down))
         answer = engine.recommend(user, 5)
         assert answer.fallback and answer.degraded and len(answer.items) == 5
@@ -304,4 +361,4 @@ def test_a_store_made_with_other_decay_settings_is_refused_naming_both(trained, 
     features = bundle.params.features.model_copy(update={"user_half_life_days": 14.0})
     bundle.params = bundle.params.model_copy(update={"features": features})
     with pytest.raises(StoreMismatch, match=r'made with \{.*"user_half_life_days": 30.*params are \{.*"user_half_life_days": 14\.0'):
-        Engine(bundle, registry.path(tag), open_store(params.features.store), EventLog(tmp_path / "events.jsonl"))
+        Engine(bundle, registry.path(tag), open_store(bundle.params.features.store), EventLog(tmp_path / "events.jsonl"))

@@ -101,6 +101,7 @@ def test_a_line_that_is_not_an_event_is_set_aside_and_reading_goes_on(tmp_path, 
         log.append(events(1, user=3))
     found = log.read()
     assert list(found["user_id"]) == [1, 3] and log.rejected["invalid"] == 1
+    assert list(log.read()["user_id"]) == [1, 3] and log.rejected["invalid"] == 1  # read again: set aside once
     [kept] = [json.loads(raw) for raw in log.quarantine.read_text().splitlines()]
     assert kept["kind"] == "invalid" and reason in kept["reason"]
 
