@@ -168,10 +168,25 @@ def load_ml_100k(folder: Path, overviews: dict[int, str], max_tags: int) -> Inge
     )
 
 
-def _read_table(path: Path, columns: list[str], cfg: TabularConfig, numeric: list[str]) -> tuple[pd.DataFrame, int | None]:
-    if path.suffix == ".parquet":
-        return select_columns(pd.read_parquet(path), path, columns, numeric, None), None
-    return read_delimited(path, columns, sep=cfg.delimiter, encoding=cfg.encoding, numeric=numeric)
+def _read_table(path: Path, columns: list[str], cfg: TabularConfig, numeric: list[str],
+                text: list[str]) -> tuple[pd.DataFrame, int | None]:
+    try:
+        if path.suffix == ".parquet":
+            return select_columns(pd.read_parquet(path), path, columns, numeric, None), None
+        return read_delimited(path, columns, sep=cfg.delimiter, encoding=cfg.encoding, numeric=numeric, text=text)
+    except DataError as error:
+        ids = {source: key for key, source in {**cfg.event_columns, **cfg.item_columns}.items() if key in ("user_id", "item_id")}
+        if error.rule == "numeric" and error.column in ids:
+            error.message += (f"; for ids that are not numbers set data.tabular.ids.{ids[error.column]}: str"
+                              f" (decayrec validate: --ids {ids[error.column]}=str)")
+            error.args = (str(error),)
+        raise
+
+
+def _id_columns(mapping: dict[str, str], cfg: TabularConfig, keys: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """The source columns of ``keys`` that must be numbers, and those read as written."""
+    kinds = {k: getattr(cfg.ids, k) for k in keys if k in mapping}
+    return [mapping[k] for k, kind in kinds.items() if kind == "int"], [mapping[k] for k, kind in kinds.items() if kind == "str"]
 
 
 def load_events_file(path: Path, cfg: TabularConfig) -> tuple[pd.DataFrame, int | None]:
@@ -181,17 +196,18 @@ def load_events_file(path: Path, cfg: TabularConfig) -> tuple[pd.DataFrame, int 
     absent = [k for k in needed if k not in mapping]
     if absent:
         raise DataError(path, "column mapping", f"the column mapping names no source column for {absent}")
-    numeric = [mapping[k] for k in ("user_id", "item_id", "value") if k in mapping]
+    numeric, text = _id_columns(mapping, cfg, ("user_id", "item_id"))
+    numeric += [mapping["value"]] if "value" in mapping else []
     if cfg.timestamp_format == "epoch_s":
         numeric.append(mapping["timestamp"])
-    raw, line = _read_table(path, list(mapping.values()), cfg, numeric)
+    raw, line = _read_table(path, list(mapping.values()), cfg, numeric, text)
     if cfg.timestamp_format == "epoch_s":
         stamps = timestamps_from_epoch(raw[mapping["timestamp"]])
     else:
         stamps = pd.to_datetime(raw[mapping["timestamp"]], utc=True, errors="coerce", format="ISO8601")
     value = raw[mapping["value"]] if "value" in mapping else pd.Series(1.0, index=raw.index)
     event_type = raw[mapping["event_type"]].astype("string") if "event_type" in mapping else cfg.event_type
-    return events_frame(raw[mapping["user_id"]], raw[mapping["item_id"]], value, stamps, event_type), line
+    return events_frame(raw[mapping["user_id"]], raw[mapping["item_id"]], value, stamps, event_type, cfg.ids), line
 
 
 def load_items_file(path: Path, cfg: TabularConfig) -> tuple[pd.DataFrame, int | None]:
@@ -199,7 +215,7 @@ def load_items_file(path: Path, cfg: TabularConfig) -> tuple[pd.DataFrame, int |
     mapping = cfg.item_columns
     if "item_id" not in mapping or "title" not in mapping:
         raise DataError(path, "column mapping", "the item column mapping needs item_id and title")
-    raw, line = _read_table(path, list(mapping.values()), cfg, [mapping["item_id"]])
+    raw, line = _read_table(path, list(mapping.values()), cfg, *_id_columns(mapping, cfg, ("item_id",)))
     categories = (
         _split_categories(raw[mapping["categories"]], cfg.category_separator)
         if "categories" in mapping
@@ -207,8 +223,9 @@ def load_items_file(path: Path, cfg: TabularConfig) -> tuple[pd.DataFrame, int |
     )
     overviews = None
     if "text" in mapping:
-        overviews = {int(i): str(t) for i, t in zip(raw[mapping["item_id"]], raw[mapping["text"]]) if pd.notna(i) and pd.notna(t)}
-    items = items_frame(raw[mapping["item_id"]], raw[mapping["title"]].astype("string"), categories, None, overviews)
+        overviews = {i: str(t) for i, t in zip(raw[mapping["item_id"]], raw[mapping["text"]]) if pd.notna(i) and pd.notna(t)}
+    items = items_frame(raw[mapping["item_id"]], raw[mapping["title"]].astype("string"), categories, None, overviews,
+                        cfg.ids.item_id)
     return items, line
 
 

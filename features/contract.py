@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import re
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
+
+from features.ids import ingested, kind_of, strict
+
+if TYPE_CHECKING:
+    from flows.config import IdsConfig
 
 EVENT_COLUMNS = ["user_id", "item_id", "event_type", "value", "timestamp"]
 ITEM_COLUMNS = ["item_id", "title", "year", "categories", "tags", "text"]
@@ -74,12 +81,14 @@ def events_frame(
     value: pd.Series,
     timestamp: pd.Series,
     event_type: str | pd.Series = "rating",
+    ids: IdsConfig | None = None,
 ) -> pd.DataFrame:
-    """Assemble an ingested (nullable) events table in canonical column order and dtypes."""
+    """Assemble an ingested (nullable) events table in canonical column order and dtypes;
+    ids are integers unless ``ids`` says strings."""
     frame = pd.DataFrame(
         {
-            "user_id": pd.array(user_id, dtype="Int64"),
-            "item_id": pd.array(item_id, dtype="Int64"),
+            "user_id": ingested(user_id, ids.user_id if ids else "int"),
+            "item_id": ingested(item_id, ids.item_id if ids else "int"),
             "event_type": pd.array(
                 event_type if isinstance(event_type, pd.Series) else [event_type] * len(user_id),
                 dtype="string",
@@ -96,15 +105,17 @@ def items_frame(
     title: pd.Series,
     categories: list[list[str]],
     tags: list[list[str]] | None = None,
-    overview: dict[int, str] | None = None,
+    overview: dict | None = None,
+    kind: str = "int",
 ) -> pd.DataFrame:
-    """Assemble an items table; text is built from title, categories, tags and overview."""
-    ids = pd.array(item_id, dtype="Int64")
+    """Assemble an items table; text is built from title, categories, tags and overview
+    (keyed by item id)."""
+    ids = ingested(item_id, kind)
     titles = pd.array(title, dtype="string")
     tags = tags if tags is not None else [[] for _ in range(len(ids))]
     overview = overview or {}
     texts = [
-        item_text(str(t) if t is not pd.NA else "", c, g, overview.get(int(i)) if i is not pd.NA else None)
+        item_text(str(t) if t is not pd.NA else "", c, g, overview.get(i) if pd.notna(i) else None)
         for i, t, c, g in zip(ids, titles, categories, tags)
     ]
     frame = pd.DataFrame(
@@ -124,8 +135,8 @@ def strict_events(events: pd.DataFrame) -> pd.DataFrame:
     """Validated events with plain dtypes (no nulls remain after validation)."""
     return pd.DataFrame(
         {
-            "user_id": events["user_id"].astype("int64"),
-            "item_id": events["item_id"].astype("int64"),
+            "user_id": strict(events["user_id"], kind_of(events["user_id"])),
+            "item_id": strict(events["item_id"], kind_of(events["item_id"])),
             "event_type": events["event_type"].astype(str),
             "value": events["value"].astype("float64"),
             "timestamp": events["timestamp"].astype(TIMESTAMP_DTYPE),

@@ -15,6 +15,7 @@ import pandas as pd
 
 from features.contract import seconds_of
 from features.decay import SECONDS_PER_DAY, exponential
+from features.ids import plain
 
 if TYPE_CHECKING:
     from flows.config import FeaturesConfig
@@ -107,7 +108,7 @@ def user_feature_table(events: pd.DataFrame, items: pd.DataFrame, params: Featur
     share = np.divide(interest, total, out=np.zeros_like(interest), where=total > 0)
     return pd.DataFrame(
         {
-            "user_id": keys[keep].astype(np.int64),
+            "user_id": plain(keys[keep]),
             "event_timestamp": pd.to_datetime(seconds[keep], unit="s", utc=True),
             "interest": list(interest),
             "interest_share": list(share),
@@ -127,7 +128,7 @@ def item_feature_table(events: pd.DataFrame, params: FeaturesConfig) -> pd.DataF
     keep = _day_last(keys, seconds)
     return pd.DataFrame(
         {
-            "item_id": keys[keep].astype(np.int64),
+            "item_id": plain(keys[keep]),
             "event_timestamp": pd.to_datetime(seconds[keep], unit="s", utc=True),
             "popularity_short": short[keep].astype(np.float32),
             "popularity_long": long[keep].astype(np.float32),

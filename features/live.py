@@ -17,6 +17,7 @@ import pandas as pd
 
 from features.contract import seconds_of
 from features.decay import SECONDS_PER_DAY, exponential
+from features.ids import plain
 from features.interest import categories_of, category_weights, weights
 from features.lm_profile import vector_rows
 from features.store import online_items, online_lm_profiles, online_users, push
@@ -70,7 +71,7 @@ def update_users(store: FeatureStore, events: pd.DataFrame, items: pd.DataFrame,
     total = interest.sum(axis=1, keepdims=True)
     rows = pd.DataFrame(
         {
-            "user_id": user_ids.astype(np.int64),
+            "user_id": plain(user_ids),
             "event_timestamp": _row_time(at, stored_t),
             "interest": list(interest),
             "interest_share": list(np.divide(interest, total, out=np.zeros_like(interest), where=total > 0)),
@@ -108,7 +109,7 @@ def fold_items(current: pd.DataFrame, events: pd.DataFrame, params: FeaturesConf
         pushed[column] = state[:, 0].astype(np.float32)
     return pd.DataFrame(
         {
-            "item_id": item_ids.astype(np.int64),
+            "item_id": plain(item_ids),
             "event_timestamp": _row_time(at, stored_t),
             **pushed,
             "last_event_s": at.astype(np.int64),
@@ -142,7 +143,7 @@ def update_lm_profiles(
     mean = np.divide(state[:, :-1], total, out=np.zeros_like(state[:, :-1]), where=total > 0).astype(np.float32)
     pushed = pd.DataFrame(
         {
-            "user_id": user_ids.astype(np.int64),
+            "user_id": plain(user_ids),
             "event_timestamp": _row_time(at, stored_t),
             "lm_profile": list(mean),
             "lm_weight": total[:, 0].astype(np.float32),

@@ -21,6 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features.decay import SECONDS_PER_DAY, exponential
+from features.ids import plain
 from features.interest import _day_last, _sorted_events, decayed_states, weights
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def lm_profile_table(
     mean = np.divide(states[:, :-1], total, out=np.zeros_like(states[:, :-1]), where=total > 0).astype(np.float32)
     return pd.DataFrame(
         {
-            "user_id": keys[last].astype(np.int64),
+            "user_id": plain(keys[last]),
             "event_timestamp": pd.to_datetime(day_seconds, unit="s", utc=True),
             "lm_profile": list(mean),
             "lm_weight": total[:, 0].astype(np.float32),

@@ -68,7 +68,8 @@ def load(cfg: FeaturesConfig, start: datetime, end: datetime) -> StoreConfig:
 
     target = version(cfg)
     store = open_store(target)
-    apply(store, repository(cfg.out_dir, cfg.profiles_dir, made_with(cfg)))
+    kinds = _id_kind(Path(cfg.out_dir) / "user_interest.parquet", "user_id"), _id_kind(Path(cfg.out_dir) / "item_popularity.parquet", "item_id")
+    apply(store, repository(cfg.out_dir, cfg.profiles_dir, made_with(cfg), *kinds))
     pending = tuple(v for v in DECAY_VIEWS + LM_VIEWS if not store.get_feature_view(v).materialization_intervals)
     if pending:
         materialize(store, start, end, pending)
@@ -76,6 +77,14 @@ def load(cfg: FeaturesConfig, start: datetime, end: datetime) -> StoreConfig:
              f"loaded {list(pending)}" if pending else "already loaded", target.profile)
     atomic_write(Path(cfg.profiles_dir) / POINTER, lambda f: f.write(json.dumps({"project": target.project}).encode() + b"\n"))
     return target
+
+
+def _id_kind(table: Path, column: str) -> str:
+    """The kind of a table's id column, from its Parquet schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return "int" if pa.types.is_integer(pq.read_schema(table).field(column).type) else "str"
 
 
 def published(cfg: FeaturesConfig) -> StoreConfig:

@@ -106,6 +106,7 @@ def read_delimited(
     encoding: str = "utf-8",
     header: bool = True,
     numeric: list[str] | tuple[str, ...] = (),
+    text: list[str] | tuple[str, ...] = (),
 ) -> tuple[pd.DataFrame, int]:
     """Read a delimited text file into a frame holding exactly ``columns``.
 
@@ -116,6 +117,7 @@ def read_delimited(
         encoding: the file's encoding, decoded strictly.
         header: whether the first line names the columns.
         numeric: columns that must hold numbers (empty fields stay null for validation).
+        text: columns read as written even under a header (string ids: ``007`` stays).
 
     Returns:
         The frame and the file line number of its first data row.
@@ -149,7 +151,7 @@ def read_delimited(
                 keep_default_na=False,
                 na_values=[""],
                 # Ids and text stay as written; numbers are checked column by column below.
-                dtype={c: "string" for c in columns if c not in numeric} if not header else None,
+                dtype={c: "string" for c in columns if c not in numeric} if not header else {c: "string" for c in text} or None,
             )
     except pd.errors.ParserWarning:
         raise DataError(

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from features.ids import python_ids
+
 if TYPE_CHECKING:
     from feast import FeatureStore
 
@@ -178,18 +180,18 @@ def materialize(store: FeatureStore, start: datetime, end: datetime, views: tupl
 
 def online_users(store: FeatureStore, user_ids) -> pd.DataFrame:
     """Stored user state, one row per id in order; users without state have nulls."""
-    rows = [{"user_id": int(u)} for u in user_ids]
+    rows = [{"user_id": u} for u in python_ids(user_ids)]
     return store.get_online_features(features=USER_FEATURES, entity_rows=rows).to_df()
 
 
 def online_lm_profiles(store: FeatureStore, user_ids) -> pd.DataFrame:
     """Stored LM profiles, one row per id in order; users without one have nulls."""
-    rows = [{"user_id": int(u)} for u in user_ids]
+    rows = [{"user_id": u} for u in python_ids(user_ids)]
     return store.get_online_features(features=LM_FEATURES, entity_rows=rows).to_df()
 
 
 def online_items(store: FeatureStore, item_ids) -> pd.DataFrame:
-    rows = [{"item_id": int(i)} for i in item_ids]
+    rows = [{"item_id": i} for i in python_ids(item_ids)]
     return store.get_online_features(features=ITEM_FEATURES, entity_rows=rows).to_df()
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from features.contract import epoch_seconds
 from features.errors import Problem, ValidationFailed
+from features.ids import RULES, TYPE_NAMES, kind_of
 
 if TYPE_CHECKING:
     from features.adapters import Ingested
@@ -27,8 +28,6 @@ log = logging.getLogger(__name__)
 
 # Latin-1 bytes read as UTF-8 (or the reverse) leave these marks in text.
 MOJIBAKE = r"Ã[\x80-\xbf]|Â[\x80-\xbf]|â€|\ufffd"
-# GE names pandas nullable integers by their dtype class.
-INTEGER_TYPES = ["Int64Dtype", "int64"]
 DUPLICATE_KEY = ["user_id", "item_id", "event_type", "timestamp"]
 
 
@@ -64,15 +63,16 @@ def _context(docs_dir: Path):
     return context
 
 
-def events_rules(cfg: ValidationConfig, item_ids: list[int] | None, now: datetime) -> list:
+def events_rules(cfg: ValidationConfig, item_ids: list | None, now: datetime, kinds: dict[str, str] | None = None) -> list:
     import great_expectations.expectations as gxe
 
     def rule(name: str, expectation_cls, **kwargs):
         return expectation_cls(meta={"rule": name}, **kwargs)
 
     rules = [rule("required column", gxe.ExpectColumnToExist, column=c) for c in DUPLICATE_KEY + ["value"]]
+    kinds = kinds or {"user_id": "int", "item_id": "int"}
     rules += [
-        rule("integer ids", gxe.ExpectColumnValuesToBeInTypeList, column=c, type_list=INTEGER_TYPES)
+        rule(RULES[kinds[c]], gxe.ExpectColumnValuesToBeInTypeList, column=c, type_list=TYPE_NAMES[kinds[c]])
         for c in ("user_id", "item_id")
     ]
     rules += [rule("non-null", gxe.ExpectColumnValuesToNotBeNull, column=c) for c in DUPLICATE_KEY + ["value"]]
@@ -105,7 +105,7 @@ def events_rules(cfg: ValidationConfig, item_ids: list[int] | None, now: datetim
     return rules
 
 
-def items_rules(cfg: ValidationConfig) -> list:
+def items_rules(cfg: ValidationConfig, kind: str = "int") -> list:
     import great_expectations.expectations as gxe
 
     def rule(name: str, expectation_cls, **kwargs):
@@ -113,7 +113,7 @@ def items_rules(cfg: ValidationConfig) -> list:
 
     return [
         *(rule("required column", gxe.ExpectColumnToExist, column=c) for c in ("item_id", "title")),
-        rule("integer ids", gxe.ExpectColumnValuesToBeInTypeList, column="item_id", type_list=INTEGER_TYPES),
+        rule(RULES[kind], gxe.ExpectColumnValuesToBeInTypeList, column="item_id", type_list=TYPE_NAMES[kind]),
         rule("non-null", gxe.ExpectColumnValuesToNotBeNull, column="item_id"),
         rule("non-null", gxe.ExpectColumnValuesToNotBeNull, column="title"),
         rule("unique item ids", gxe.ExpectColumnValuesToBeUnique, column="item_id"),
@@ -251,12 +251,13 @@ def validate_tables(ingested: Ingested, cfg: ValidationConfig, now: datetime | N
     context = _context(Path(cfg.docs_dir))
     items, items_out, _ = _check(
         context, "items", ingested.items.reset_index(drop=True), items_view(ingested.items),
-        items_rules(cfg), ingested.sources.get("items", {}), cfg,
+        items_rules(cfg, kind_of(ingested.items["item_id"])), ingested.sources.get("items", {}), cfg,
     )
-    item_ids = sorted(int(i) for i in items["item_id"].dropna().unique())
+    item_ids = sorted(items["item_id"].dropna().unique().tolist())
+    kinds = {c: kind_of(ingested.events[c]) for c in ("user_id", "item_id")}
     events, events_out, docs = _check(
         context, "events", ingested.events.reset_index(drop=True), events_view(ingested.events),
-        events_rules(cfg, item_ids, now), ingested.sources.get("events", {}), cfg,
+        events_rules(cfg, item_ids, now, kinds), ingested.sources.get("events", {}), cfg,
     )
     quarantined = {name: q for name, q in (("items", items_out), ("events", events_out)) if q is not None}
     return Validated(events, items, quarantined, docs)

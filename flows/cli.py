@@ -51,6 +51,10 @@ def _tabular_overrides(args: argparse.Namespace, base):
     for name in ("delimiter", "encoding", "timestamp_format"):
         if getattr(args, name):
             update[name] = getattr(args, name)
+    if args.ids:
+        from flows.config import IdsConfig
+
+        update["ids"] = IdsConfig.model_validate({**base.ids.model_dump(), **dict(kv.split("=", 1) for kv in args.ids.split(","))})
     return base.model_copy(update=update)
 
 
@@ -71,7 +75,7 @@ def validate_file(args: argparse.Namespace) -> int:
 
         # Without a catalogue, the known ids are those the events use: nothing is unknown.
         ids = events["item_id"].dropna().unique()
-        items = items_frame(ids, [str(i) for i in ids], [[] for _ in ids])
+        items = items_frame(ids, [str(i) for i in ids], [[] for _ in ids], kind=cfg.ids.item_id)
     rules = params.validation.model_copy(update={"quarantine": False})
     validated = validate_tables(Ingested(events, items, sources), rules)
     print(
@@ -333,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--items", help="its item catalogue (optional)")
     check.add_argument("--columns", help="event column mapping, e.g. user_id=uid,item_id=iid,value=r,timestamp=ts")
     check.add_argument("--item-columns", help="item column mapping, e.g. item_id=id,title=name,categories=genres")
+    check.add_argument("--ids", help="which ids are strings, kept as written, e.g. user_id=str,item_id=str (default: int)")
     check.add_argument("--delimiter")
     check.add_argument("--encoding")
     check.add_argument("--timestamp-format", choices=["epoch_s", "iso"])

@@ -17,11 +17,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+IdKind = Literal["int", "str"]
+
+
+class IdsConfig(_Strict):
+    """What the source's ids are: integers (MovieLens), or strings kept as written (a shop's
+    ``C00017``, ``SKU-4411-B``, and ``007`` stays ``007``)."""
+
+    user_id: IdKind = "int"
+    item_id: IdKind = "int"
+
+
 class TabularConfig(_Strict):
     """A user's own event log and catalogue (CSV or Parquet) and how its columns map."""
 
     events: Path | None = None
     items: Path | None = None
+    ids: IdsConfig = IdsConfig()
     delimiter: str = ","
     encoding: str = "utf-8"
     # canonical name -> the file's column name; event_type is optional
@@ -51,6 +63,11 @@ class DataConfig(_Strict):
     max_tags_per_item: int = 20
     interim_dir: Path = Path("data/interim")
     tabular: TabularConfig = TabularConfig()
+
+    @property
+    def ids(self) -> IdsConfig:
+        """The ids' kinds: a user's own files say theirs; MovieLens numbers everything."""
+        return self.tabular.ids if self.dataset in ("csv", "parquet") else IdsConfig()
 
     @field_validator("tmdb", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.ids import as_array, kind_of
 from models.files import atomic_write
 from models.lm import Encoder
 
@@ -146,7 +147,7 @@ def embed_items(
         raise ValueError("items has duplicate item_id values")
     cache = cache_dir if isinstance(cache_dir, EmbeddingCache) else EmbeddingCache(cache_dir, encoder.model_id)
     ordered = items.sort_values("item_id", kind="stable")
-    item_ids = ordered["item_id"].to_numpy(dtype=np.int64)
+    item_ids = as_array(ordered["item_id"], kind_of(ordered["item_id"]))
     texts = ordered["text"].fillna("").astype(str).tolist()
     return item_ids, embed_texts(texts, encoder, cache, batch_size=batch_size)
 
@@ -157,7 +158,7 @@ def save_vectors(path: str | Path, item_ids: np.ndarray, vectors: np.ndarray, mo
     atomic_write(
         path,
         lambda handle: np.savez(
-            handle, item_ids=np.asarray(item_ids, dtype=np.int64), vectors=vectors.astype(np.float32), model_id=np.array(model_id)
+            handle, item_ids=as_array(item_ids, kind_of(item_ids)), vectors=vectors.astype(np.float32), model_id=np.array(model_id)
         ),
     )
     return path

@@ -74,7 +74,7 @@ def context(target: Target, items: pd.DataFrame, segments) -> Context:
 
     data = target.data
     catalogue = items.set_index("item_id")["categories"]
-    cats = [list(catalogue.get(int(i), [])) for i in data.item_ids]
+    cats = [list(catalogue.get(i, [])) for i in data.item_ids]
     names = sorted({c for row in cats for c in row})
     col = {c: j for j, c in enumerate(names)}
     rows = np.repeat(np.arange(len(cats)), [len(row) for row in cats])

@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from features.decay import SECONDS_PER_DAY, exponential
+from features.ids import python_ids
 from models.baselines import CombinedScorer, DecayedItemKNN, Recommender
 from models.interactions import Interactions
 
@@ -91,7 +92,7 @@ class DecayedCFWithLM(CombinedScorer):
         super()._fit(data)
 
 
-def neighbours(item_vectors: ItemVectors, item_id: int, k: int) -> list[tuple[int, float]]:
+def neighbours(item_vectors: ItemVectors, item_id, k: int) -> list[tuple]:
     """The k items whose text is nearest (cosine); works for items nobody has touched yet."""
     pos = int(np.searchsorted(item_vectors.item_ids, item_id))
     if pos >= len(item_vectors.item_ids) or item_vectors.item_ids[pos] != item_id:
@@ -99,4 +100,5 @@ def neighbours(item_vectors: ItemVectors, item_id: int, k: int) -> list[tuple[in
     sims = item_vectors.vectors @ item_vectors.vectors[pos]
     sims[pos] = -np.inf
     top = np.argsort(-sims, kind="stable")[:k]
-    return [(int(item_vectors.item_ids[i]), float(sims[i])) for i in top]
+    ids = python_ids(item_vectors.item_ids[top])
+    return [(i, float(sims[t])) for i, t in zip(ids, top)]

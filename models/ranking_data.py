@@ -62,6 +62,7 @@ class View:
 def history(events: pd.DataFrame, items: pd.DataFrame, vectors: ItemVectors, features_cfg) -> History:
     """Everything point-in-time about ``events``, read back through a Feast store of its own."""
     from features.feature_repo.definitions import repository
+    from features.ids import kind_of
     from features.interest import categories_of, category_weights, read_items, read_users
     from features.lm_profile import lm_profile_table, unit_profiles
     from features.store import ITEM_FEATURES, LM_FEATURES, USER_FEATURES, apply, build, historical, open_store, write_tables
@@ -79,7 +80,7 @@ def history(events: pd.DataFrame, items: pd.DataFrame, vectors: ItemVectors, fea
         write_tables(build(events, items, cfg), cfg.out_dir)
         write_tables({"user_lm_profile": lm_profile_table(events, vectors.item_ids, vectors.vectors, params)}, cfg.profiles_dir)
         store = open_store(cfg.store)
-        apply(store, repository(cfg.out_dir, cfg.profiles_dir))
+        apply(store, repository(cfg.out_dir, cfg.profiles_dir, "", kind_of(events["user_id"]), kind_of(events["item_id"])))
         last = np.full(data.n_users, -np.inf)
         np.maximum.at(last, data.users, data.seconds)
         # A second past each user's last event: their whole history, nothing after it.

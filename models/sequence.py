@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from flows.config import SequenceSettings
 from models.baselines import Recommender
 from features.decay import SECONDS_PER_DAY
+from features.ids import kind_of
 from models.interactions import Interactions
 from models.servable import EarlyStopping
 
@@ -226,8 +227,10 @@ class SequenceModel(Recommender):
         """Stored files: safetensors weights (the id vocabulary included) and a JSON config."""
         from safetensors.torch import save
 
-        tensors = {**self.net_.state_dict(), "vocabulary": torch.from_numpy(self.vocabulary_.astype(np.int64))}
-        config = {"kind": self.kind, "params": self.params.model_dump(), "text_dim": self.net_.text.in_features
+        # safetensors holds numbers only: string ids go into the config.
+        numbered = kind_of(self.vocabulary_) == "int"
+        tensors = {**self.net_.state_dict(), **({"vocabulary": torch.from_numpy(self.vocabulary_.astype(np.int64))} if numbered else {})}
+        config = {**({} if numbered else {"vocabulary": self.vocabulary_.tolist()}), "kind": self.kind, "params": self.params.model_dump(), "text_dim": self.net_.text.in_features
                   if self.net_.text is not None else 1, **extra}
         return {"weights.safetensors": save(tensors), "config.json": json.dumps(config, indent=1).encode()}
 
@@ -240,7 +243,7 @@ class SequenceModel(Recommender):
         cfg = json.loads(config)
         tensors = load(weights)
         model = cls(item_vectors=item_vectors, params=SequenceSettings(**cfg["params"]))
-        model.vocabulary_ = tensors.pop("vocabulary").numpy()
+        model.vocabulary_ = tensors.pop("vocabulary").numpy() if "vocabulary" in tensors else np.asarray(cfg.pop("vocabulary"), dtype=str)
         model.net_ = SequenceNet(len(model.vocabulary_), cfg["text_dim"], model.params)
         model.net_.load_state_dict(tensors)
         model.net_.eval()

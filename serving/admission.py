@@ -74,6 +74,13 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+def _id_bits(ids: pd.Series) -> np.ndarray:
+    """64 bits per id: an integer id's own, a string id's hash (the same in every process)."""
+    if pd.api.types.is_integer_dtype(ids.dtype):
+        return ids.to_numpy(np.int64).view(np.uint64)
+    return pd.util.hash_array(ids.astype(str).to_numpy(dtype=object))
+
+
 def event_keys(events: pd.DataFrame) -> np.ndarray:
     """A 64-bit key per event (user, item, type, value, timestamp)."""
     type_codes = events["event_type"].astype(str).map(lambda t: zlib.crc32(t.encode())).to_numpy(np.uint64)
@@ -81,8 +88,7 @@ def event_keys(events: pd.DataFrame) -> np.ndarray:
     micros = events["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]").astype(np.int64)
     key = np.zeros(len(events), np.uint64)
     with np.errstate(over="ignore"):
-        for part in (events["user_id"].to_numpy(np.int64).view(np.uint64), events["item_id"].to_numpy(np.int64).view(np.uint64),
-                     type_codes, values, micros.view(np.uint64)):
+        for part in (_id_bits(events["user_id"]), _id_bits(events["item_id"]), type_codes, values, micros.view(np.uint64)):
             key = _splitmix(key ^ part)
     return key
 

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 
 class Item(BaseModel):
-    item_id: int
+    item_id: int | str
     title: str
     score: float
     source: str
@@ -15,7 +15,7 @@ class Item(BaseModel):
 
 
 class Recommendations(BaseModel):
-    user_id: int
+    user_id: int | str
     model: str | None
     fallback: bool  # decayed popularity: the user has no events
     degraded: bool  # the online store or the event log could not be read: from memory
@@ -37,7 +37,7 @@ class Topics(BaseModel):
 
 
 class Recent(BaseModel):
-    item_id: int
+    item_id: int | str
     title: str
     decay_weight: float
     days_ago: float
@@ -46,8 +46,8 @@ class Recent(BaseModel):
 
 
 class Explanation(BaseModel):
-    user_id: int
-    item_id: int
+    user_id: int | str
+    item_id: int | str
     title: str
     fallback: bool
     degraded: bool
@@ -62,13 +62,13 @@ class Explanation(BaseModel):
 
 
 class Neighbour(BaseModel):
-    item_id: int
+    item_id: int | str
     title: str
     similarity: float
 
 
 class Similar(BaseModel):
-    item_id: int
+    item_id: int | str
     title: str
     degraded: bool
     lm: list[Neighbour]
@@ -99,6 +99,7 @@ class Version(BaseModel):
     items: int
     now: str
     clock: str
+    event_types: list[str]  # what /events takes, the strongest signal first
     event_log: EventLogState
     hp: dict
 

@@ -25,10 +25,11 @@ import pandas as pd
 
 from features.contract import seconds_of
 from features.decay import SECONDS_PER_DAY, exponential
+from features.ids import python_ids
 from features.interest import categories_of, category_weights, read_items
 from features.store import check_made_with
 from models.baselines import DecayedItemKNN, DecayedPopularity
-from models.interactions import Interactions, positions
+from models.interactions import Interactions
 from models.lm_score import normalise
 from serving.admission import Clock, SeenEvents
 from serving.bundle import Bundle
@@ -36,6 +37,8 @@ from serving.event_log import EventLog
 from serving.ranking import RANKINGS
 
 log = logging.getLogger(__name__)
+
+ID_TYPES = {"int": int, "str": str}  # data.tabular.ids -> the Python type of an id at the edges
 
 REASONS = {
     "cf": "because you watched {item}",
@@ -51,7 +54,7 @@ class UnknownItem(KeyError):
 
 @dataclass
 class Recommendation:
-    item_id: int
+    item_id: int | str
     title: str
     score: float
     source: str
@@ -84,6 +87,7 @@ class Engine:
     def __init__(self, bundle: Bundle, model_dir: Path, store, event_log: EventLog) -> None:
         self.bundle, self.store, self.log = bundle, store, event_log
         self.params = bundle.params
+        event_log.kinds = self.params.data.ids.model_dump()  # the log holds ids of the bundle's kinds
         check_made_with(store, self.params.features)
         self.train = self.params.train
         self.feature_params = self.params.features
@@ -93,8 +97,12 @@ class Engine:
         base = bundle.events
         data = Interactions.from_events(base)
         self.item_ids = data.item_ids  # the catalogue the models score
+        # Ids as the source has them (int or str): every answer speaks them, columns stay inside.
+        self.user_key, self.item_key = ID_TYPES[self.params.data.ids.user_id], ID_TYPES[self.params.data.ids.item_id]
+        self.item_keys = python_ids(self.item_ids)
+        self._item_col = {key: c for c, key in enumerate(self.item_keys)}
         catalogue = bundle.items.set_index("item_id")
-        self.titles = {int(i): str(t) for i, t in catalogue["title"].items()}
+        self.titles = {self.item_key(i): str(t) for i, t in catalogue["title"].items()}
         self.known_items = set(self.titles)
         categories = categories_of(bundle.items)
         self.categories = categories
@@ -128,7 +136,7 @@ class Engine:
         bounds = np.searchsorted(data.users[order], np.arange(data.n_users + 1))
         # Copies, not views: a view would keep the whole sorted array alive per user.
         self.histories: dict[int, tuple[np.ndarray, np.ndarray]] = {
-            int(u): (items[a:b].copy(), seconds[a:b].copy()) for u, a, b in zip(data.user_ids, bounds[:-1], bounds[1:])
+            u: (items[a:b].copy(), seconds[a:b].copy()) for u, a, b in zip(python_ids(data.user_ids), bounds[:-1], bounds[1:])
         }
         # The online store gets the logged events it lacks (all of them, for a version that
         # has never served) before its item state is read; memory gets them from the log.
@@ -171,7 +179,7 @@ class Engine:
 
     def columns(self, item_ids) -> np.ndarray:
         """Catalogue column of each item id; -1 for items the models do not score."""
-        return positions(self.item_ids, np.asarray(list(item_ids), dtype=np.int64))
+        return np.fromiter((self._item_col.get(i, -1) for i in item_ids), dtype=np.int64)
 
     def history(self, user_id: int) -> Interactions | None:
         """The user's events over the catalogue's columns, as a one-user ``Interactions``;
@@ -179,16 +187,16 @@ class Engine:
         return self.histories_of([user_id]) if self.has_history(user_id) else None
 
     def has_history(self, user_id: int) -> bool:
-        found = self.histories.get(int(user_id))
+        found = self.histories.get(self.user_key(user_id))
         return found is not None and len(found[0]) > 0
 
     def histories_of(self, user_ids: list[int]) -> Interactions:
         """Users with events, row ``r`` being ``user_ids[r]``, as one ``Interactions``. Its
         ``now`` is the latest event of all, as in the histories training reads."""
-        found = [self.histories[int(u)] for u in user_ids]
+        found = [self.histories[self.user_key(u)] for u in user_ids]
         lengths = [len(cols) for cols, _ in found]
         return Interactions(
-            user_ids=np.asarray(user_ids, dtype=np.int64), item_ids=self.item_ids,
+            user_ids=np.asarray(user_ids, dtype=np.int64 if self.user_key is int else object), item_ids=self.item_ids,
             users=np.repeat(np.arange(len(found), dtype=np.int32), lengths),
             items=np.concatenate([cols for cols, _ in found]).astype(np.int32),
             seconds=np.concatenate([seconds for _, seconds in found]),
@@ -204,14 +212,14 @@ class Engine:
         list per feature (a DataFrame would cost more than the read itself)."""
         from features.store import LM_FEATURES, USER_FEATURES
 
-        rows = [{"user_id": int(u)} for u in user_ids]
+        rows = [{"user_id": self.user_key(u)} for u in user_ids]
         return self.store.get_online_features(features=USER_FEATURES + LM_FEATURES, entity_rows=rows).to_dict()
 
     def popular(self, k: int, exclude: set[int]) -> list[Recommendation]:
         order = np.argsort(-self.pop, kind="stable")
         out = []
         for c in order:
-            item = int(self.item_ids[c])
+            item = self.item_keys[c]
             if item not in exclude:
                 out.append(Recommendation(item, self.titles.get(item, str(item)), float(self.pop[c]), "pop", REASONS["pop"]))
             if len(out) == k:
@@ -222,7 +230,7 @@ class Engine:
 
     def recommend(self, user_id: int, k: int, exclude: list[int] | None = None, at: datetime | None = None) -> Answer:
         """The user's top ``k`` (minus ``exclude``), as of ``at`` (default: the latest event)."""
-        answer = self.recommend_many([Ask(int(user_id), k, frozenset(int(i) for i in exclude or ()), at)])[0]
+        answer = self.recommend_many([Ask(self.user_key(user_id), k, frozenset(self.item_key(i) for i in exclude or ()), at)])[0]
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -269,15 +277,15 @@ class Engine:
             timings = {"online_read": round((read - started) * 1000, 2), **_since(read, "score")}
             for r, (i, ask, ranked) in enumerate(zip(members, group, lists)):
                 seen = np.unique(hist.items[bounds[r] : bounds[r + 1]])
-                items = [Recommendation(int(self.item_ids[c]), self.titles.get(int(self.item_ids[c]), str(self.item_ids[c])),
+                items = [Recommendation(self.item_keys[c], self.titles.get(self.item_keys[c], str(self.item_keys[c])),
                                         score, source, self.reason(why, seen, c)) for c, score, source, why in ranked]
                 out[i] = Answer(ask.user_id, items, degraded=stale, model=self.bundle.model, timings_ms=timings,
                                 batch=len(members), as_of=now)
         return out
 
     def _seen(self, user_id: int) -> set[int]:
-        found = self.histories.get(int(user_id))
-        return set() if found is None else {int(i) for i in self.item_ids[np.unique(found[0])]}
+        found = self.histories.get(self.user_key(user_id))
+        return set() if found is None else {self.item_keys[c] for c in np.unique(found[0])}
 
     def item_features(self, now: float) -> tuple[np.ndarray, np.ndarray]:
         """Each catalogue item's decayed (short, long) popularity at ``now``. As in training's
@@ -304,7 +312,7 @@ class Engine:
             strength = self.cf_links(seen, column)
         else:
             strength = self.unit_vectors[seen] @ self.unit_vectors[column]
-        best = int(self.item_ids[seen[int(np.argmax(strength))]])
+        best = self.item_keys[seen[int(np.argmax(strength))]]
         return REASONS[source].format(item=self.titles.get(best, str(best)))
 
     def cf_links(self, seen: np.ndarray, column: int) -> np.ndarray:
@@ -333,7 +341,7 @@ class Engine:
         unknown = ~events["item_id"].isin(self.known_items)
         if unknown.any():
             row = int(np.flatnonzero(unknown.to_numpy())[0])
-            raise UnknownItem(["body", row, "item_id"], int(events["item_id"].iloc[row]))
+            raise UnknownItem(["body", row, "item_id"], python_ids(events["item_id"].iloc[row : row + 1])[0])
         self.clock.check_events(seconds_of(events["timestamp"]))
         online = True
         with self.log.locked():
@@ -403,10 +411,10 @@ class Engine:
         users = events["user_id"].to_numpy()
         for user in np.unique(users):
             mine = (users == user) & (cols >= 0)
-            old_cols, old_seconds = self.histories.get(int(user), (np.empty(0, np.int64), np.empty(0)))
+            old_cols, old_seconds = self.histories.get(self.user_key(user), (np.empty(0, np.int64), np.empty(0)))
             new_cols, new_seconds = np.r_[old_cols, cols[mine]], np.r_[old_seconds, seconds[mine]]
             order = np.argsort(new_seconds, kind="stable")
-            self.histories[int(user)] = (new_cols[order], new_seconds[order])
+            self.histories[self.user_key(user)] = (new_cols[order], new_seconds[order])
         known = cols >= 0
         later = max(self._pop_at, float(seconds.max()))
         half_life = self.train.pop_half_life_days
@@ -414,15 +422,17 @@ class Engine:
         np.add.at(pop, cols[known], exponential((later - seconds[known]) / SECONDS_PER_DAY, half_life))
         self.pop, self._pop_at = pop, later
 
-    def active_users(self, n: int) -> list[int]:
+    def active_users(self, n: int) -> list:
         """The ``n`` users with the most events (the demo page's picker)."""
         counts = sorted(((len(cols), user) for user, (cols, _) in self.histories.items()), reverse=True)
         return [user for _, user in counts[:n]]
 
     def info(self) -> dict:
+        weights = self.feature_params.event_weights
         return {"model": self.bundle.model, "kind": self.bundle.kind, "dataset": self.params.data.dataset,
                 "users": len(self.histories), "items": int(len(self.item_ids)),
                 "now": pd.Timestamp(self.now, unit="s", tz="UTC").isoformat(), "clock": self.params.serving.clock.kind,
+                "event_types": sorted(weights, key=lambda t: (-weights[t], t)),
                 "event_log": {"set_aside": dict(self.log.rejected), "quarantine": str(self.log.quarantine)},
                 "hp": self.bundle.hp}
 

@@ -29,19 +29,26 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.ids import python_ids
+
 log = logging.getLogger(__name__)
 
 COLUMNS = ["user_id", "item_id", "event_type", "value", "timestamp"]
 MAX_ID = 2**63 - 1
+INTS = {"user_id": "int", "item_id": "int"}
 
 
-def problem(record: object) -> str | None:
-    """Why a parsed line is not an event the service could have written; None if it is."""
+def problem(record: object, kinds: dict[str, str] = INTS) -> str | None:
+    """Why a parsed line is not an event the service could have written (ids of ``kinds``,
+    "int" or "str" per column); None if it is."""
     if not isinstance(record, dict) or set(record) != set(COLUMNS):
         return f"not an object with exactly {COLUMNS}"
     for column in ("user_id", "item_id"):
         value = record[column]
-        if type(value) is not int or not 0 <= value <= MAX_ID:
+        if kinds[column] == "str":
+            if type(value) is not str or not value:
+                return f"{column} is not a non-empty string"
+        elif type(value) is not int or not 0 <= value <= MAX_ID:
             return f"{column} is not an integer in [0, 2^63)"
     if not isinstance(record["event_type"], str):
         return "event_type is not a string"
@@ -58,8 +65,9 @@ def problem(record: object) -> str | None:
 
 
 class EventLog:
-    def __init__(self, path: str | Path, on_reject: Callable[[str], None] | None = None) -> None:
+    def __init__(self, path: str | Path, on_reject: Callable[[str], None] | None = None, kinds: dict[str, str] = INTS) -> None:
         self.path = Path(path)
+        self.kinds = dict(kinds)  # the ids' kinds ("int" or "str"), as data.tabular.ids says
         self.quarantine = self.path.with_name(self.path.name + ".quarantine")
         self.marks = self.path.with_name(self.path.name + ".pushed")  # per online store: offset pushed up to
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,9 +116,10 @@ class EventLog:
         Call inside ``locked()``."""
         self.repair()
         lines = "".join(
-            json.dumps({"user_id": int(u), "item_id": int(i), "event_type": str(t), "value": float(v),
+            json.dumps({"user_id": u, "item_id": i, "event_type": str(t), "value": float(v),
                         "timestamp": ts.isoformat()}) + "\n"
-            for u, i, t, v, ts in zip(*(events[c] for c in COLUMNS))
+            for u, i, t, v, ts in zip(python_ids(events["user_id"]), python_ids(events["item_id"]),
+                                      *(events[c] for c in COLUMNS[2:]))
         )
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(lines)
@@ -157,7 +166,7 @@ class EventLog:
             for raw in complete.splitlines(keepends=True):
                 try:
                     record = json.loads(raw)
-                    reason = problem(record)
+                    reason = problem(record, self.kinds)
                 except ValueError as error:  # JSON and UTF-8 errors alike
                     record, reason = None, f"not JSON ({error})"
                 if reason is None:
@@ -167,7 +176,8 @@ class EventLog:
                 at += len(raw)
             offset += len(complete)
         frame = pd.DataFrame.from_records(records, columns=COLUMNS)
-        frame = frame.astype({"user_id": "int64", "item_id": "int64", "event_type": "object", "value": "float64"}).assign(
+        ids = {c: "int64" if self.kinds[c] == "int" else "object" for c in ("user_id", "item_id")}
+        frame = frame.astype({**ids, "event_type": "object", "value": "float64"}).assign(
             timestamp=pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601").astype("datetime64[us, UTC]")
         )
         return frame, offset

@@ -23,17 +23,17 @@ log = logging.getLogger(__name__)
 FADING_DROP = 0.25
 
 
-def explain(engine: Engine, user_id: int, item_id: int, top: int = 5) -> dict:
+def explain(engine: Engine, user_id, item_id, top: int = 5) -> dict:
     """Why ``item_id`` for ``user_id``: decayed interest topics (lately and fading), the
     recent items behind it with their decay weights and similarities, and the scores."""
-    if int(item_id) not in engine.known_items:
+    if item_id not in engine.known_items:
         raise UnknownItem(["body", "item_id"], item_id)
     column = int(engine.columns([item_id])[0])
     degraded = not engine.catch_up()
     now = engine.now
     hist = engine.history(user_id)
     if hist is None:
-        return {"user_id": user_id, "item_id": item_id, "title": engine.titles.get(int(item_id), ""), "fallback": True,
+        return {"user_id": user_id, "item_id": item_id, "title": engine.titles.get(item_id, ""), "fallback": True,
                 "degraded": degraded, "topics": {"lately": [], "fading": []}, "recent": [], "reason": REASONS["pop"]}
     try:
         stored = engine.online_user(user_id)
@@ -59,7 +59,7 @@ def explain(engine: Engine, user_id: int, item_id: int, top: int = 5) -> dict:
         if col in listed:
             continue
         listed.add(col)
-        item = int(engine.item_ids[col])
+        item = engine.item_keys[col]
         entry = {"item_id": item, "title": engine.titles.get(item, ""), "decay_weight": float(f"{weights[e]:.4g}"),
                  "days_ago": round(float((now - hist.seconds[e]) / SECONDS_PER_DAY), 1)}
         if column >= 0:
@@ -73,7 +73,7 @@ def explain(engine: Engine, user_id: int, item_id: int, top: int = 5) -> dict:
     if stored is not None and vector is not None:
         lm_score = round(float(unit_profiles(stored, engine.vectors.vectors.shape[1])[0] @ vector), 4)
     out = {
-        "user_id": user_id, "item_id": item_id, "title": engine.titles.get(int(item_id), ""),
+        "user_id": user_id, "item_id": item_id, "title": engine.titles.get(item_id, ""),
         "fallback": False, "degraded": degraded,
         "topics": {
             "lately": [{"topic": engine.categories[c], "weight": round(float(decayed_share[c]), 4)} for c in lately],
@@ -90,19 +90,19 @@ def explain(engine: Engine, user_id: int, item_id: int, top: int = 5) -> dict:
         out.update(engine.ranker.explain(hist, stored, now, column))
     return out
 
-def item_vector(engine: Engine, item_id: int) -> np.ndarray | None:
+def item_vector(engine: Engine, item_id) -> np.ndarray | None:
     """The item's unit LM vector; None for an item without text."""
     pos = int(np.searchsorted(engine.vectors.item_ids, item_id))
     if pos < len(engine.vectors.item_ids) and engine.vectors.item_ids[pos] == item_id:
         return normalise(engine.vectors.vectors[pos : pos + 1])[0]
     return None
 
-def similar(engine: Engine, item_id: int, k: int) -> dict:
+def similar(engine: Engine, item_id, k: int) -> dict:
     """Text (LM) neighbours, which cold items have too, and item-CF neighbours."""
-    if int(item_id) not in engine.known_items:
+    if item_id not in engine.known_items:
         raise UnknownItem(["body", "item_id"], item_id)
-    entry = lambda i, s: {"item_id": int(i), "title": engine.titles.get(int(i), ""), "similarity": round(float(s), 4)}  # noqa: E731
-    lm = [entry(i, s) for i, s in neighbours(engine.vectors, int(item_id), k)] if item_vector(engine, item_id) is not None else []
+    entry = lambda i, s: {"item_id": i, "title": engine.titles.get(i, ""), "similarity": round(float(s), 4)}  # noqa: E731
+    lm = [entry(i, s) for i, s in neighbours(engine.vectors, item_id, k)] if item_vector(engine, item_id) is not None else []
     column = int(engine.columns([item_id])[0])
     cf = []
     if column >= 0:
@@ -114,6 +114,6 @@ def similar(engine: Engine, item_id: int, k: int) -> dict:
         keep = cols != column
         cols, values = cols[keep], values[keep]
         order = np.lexsort((cols, -values))[:k]
-        cf = [entry(engine.item_ids[c], v) for c, v in zip(cols[order], values[order]) if v > 0]
-    return {"item_id": int(item_id), "title": engine.titles.get(int(item_id), ""),
+        cf = [entry(engine.item_keys[c], v) for c, v in zip(cols[order], values[order]) if v > 0]
+    return {"item_id": item_id, "title": engine.titles.get(item_id, ""),
             "degraded": False, "lm": lm, "cf": cf}  # from memory alone: neither the store nor the log is read

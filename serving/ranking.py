@@ -14,6 +14,7 @@ import threading
 
 import numpy as np
 
+from features.ids import python_ids
 from features.interest import decayed_count
 from features.lm_profile import unit_profiles
 from models.baselines import EASE
@@ -49,7 +50,7 @@ class ScorerRanking:
         events = decayed_count(_floats(stored["events_decayed"]), _floats(stored["last_event_s"]), now, e.feature_params)
         if profile is None:
             profile = unit_profiles(stored, e.unit_vectors.shape[1])
-        users = [int(u) for u in hist.user_ids]
+        users = python_ids(hist.user_ids)
         counts = np.bincount(hist.users, minlength=len(users))
         # The history in memory, where ``hist`` was made from it; None where events were
         # folded in since (another thread) or the user has none: nothing kept applies.
@@ -81,14 +82,14 @@ class ScorerRanking:
     def rank(self, hist: Interactions, stored: dict[str, list], asks: list, now: float) -> list[list[Ranked]]:
         """Each ask's top ``k`` candidates (minus ``exclude``); row ``r`` of ``hist`` is ``asks[r]``'s user."""
         items, source, scores = self.scored_candidates(hist, stored, now)
-        item_ids = self.engine.item_ids
+        item_keys = self.engine.item_keys
         lists = []
         for r, ask in enumerate(asks):
             out = []
             for j in np.argsort(-scores[r], kind="stable"):
                 if items[r, j] < 0:  # padding, sorted last
                     break
-                if int(item_ids[items[r, j]]) in ask.exclude:
+                if ask.exclude and item_keys[items[r, j]] in ask.exclude:
                     continue
                 name = SOURCES[source[r, j]]
                 out.append((int(items[r, j]), float(scores[r, j]), name, name))

@@ -57,6 +57,10 @@ def _rfc3339(value: Any) -> datetime:
 
 Timestamp = Annotated[datetime, BeforeValidator(_rfc3339), Field(json_schema_extra={"format": "date-time"})]
 Id = Annotated[int, Field(ge=0, le=MAX_ID)]
+# A string id (``data.tabular.ids``): printable text of bounded length; a number is not one.
+MAX_STR_ID = 128
+StrId = Annotated[str, Field(min_length=1, max_length=MAX_STR_ID, pattern=r"^[^\x00-\x1f\x7f]+$")]
+IDS = {"int": Id, "str": StrId}
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ def request_models(params: Params) -> Models:
               f"({clock.kind}; GET /version says its now), else 409")
     ahead = (f"the moment to recommend for, within [now - {clock.future_s:g} s, now + {clock.ahead_s:g} s] of the "
              f"service clock, else 409 (default: its now)")
+    UserId, ItemId = IDS[params.data.ids.user_id], IDS[params.data.ids.item_id]
     K = Annotated[int, Field(ge=1, le=serving.max_k, description=f"how many items, 1 to {serving.max_k}")]
     EventType = Literal[tuple(sorted(params.features.event_weights))]  # type: ignore[valid-type]
     Value = Annotated[float, Field(ge=validation.value_min, le=validation.value_max, allow_inf_nan=False)]
@@ -87,22 +92,22 @@ def request_models(params: Params) -> Models:
         at: Timestamp | None = Field(None, description=ahead)
 
     class RecommendRequest(_Strict):
-        user_id: Id
+        user_id: UserId
         k: K = 10
-        exclude: list[Id] = Field(default_factory=list, max_length=serving.max_exclude)
+        exclude: list[ItemId] = Field(default_factory=list, max_length=serving.max_exclude)
         context: Context | None = None
 
     class ExplainRequest(_Strict):
-        user_id: Id
-        item_id: Id
+        user_id: UserId
+        item_id: ItemId
 
     class SimilarRequest(_Strict):
-        item_id: Id
+        item_id: ItemId
         k: K = 10
 
     class Event(_Strict):
-        user_id: Id
-        item_id: Id
+        user_id: UserId
+        item_id: ItemId
         event_type: EventType = Field(default_type)
         value: Value = Field(default_value)
         timestamp: Timestamp = Field(description=f"RFC 3339 with a zone, {window}")

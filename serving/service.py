@@ -178,8 +178,8 @@ class Recommender:
     def version(self) -> dict:
         return self.engine.info()
 
-    @app.get("/demo/users", operation_id="demo_users", response_model=list[int], responses=documented(422))
-    def demo_users(self, n: Annotated[int, Query(ge=1, le=SERVING.max_k)] = 20) -> list[int]:
+    @app.get("/demo/users", operation_id="demo_users", response_model=list[int | str], responses=documented(422))
+    def demo_users(self, n: Annotated[int, Query(ge=1, le=SERVING.max_k)] = 20) -> list[int | str]:
         """The most active users, for the demo page's picker."""
         return self.engine.active_users(n)
 

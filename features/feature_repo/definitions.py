@@ -18,8 +18,16 @@ from feast.types import Array, Float32, Int64
 # 90-day half-life has decayed below 7%.
 TTL = timedelta(days=365)
 
-user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64, description="a person who acts on items")
-item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64, description="a thing to recommend")
+# Ids are the source's own, integers or strings (``features.ids``): the entities take their type.
+ID_TYPES = {"int": ValueType.INT64, "str": ValueType.STRING}
+
+
+def user_entity(kind: str = "int") -> Entity:
+    return Entity(name="user", join_keys=["user_id"], value_type=ID_TYPES[kind], description="a person who acts on items")
+
+
+def item_entity(kind: str = "int") -> Entity:
+    return Entity(name="item", join_keys=["item_id"], value_type=ID_TYPES[kind], description="a thing to recommend")
 
 USER_SCHEMA = [
     Field(name="interest", dtype=Array(Float32), description="decayed interest per category (raw)"),
@@ -51,6 +59,7 @@ class Repository:
     item_popularity_push: PushSource
     user_lm_profile_push: PushSource
     scorer: FeatureService
+    entities: tuple[Entity, Entity]
 
     def views(self) -> list[FeatureView]:
         return [self.user_interest, self.item_popularity, self.user_lm_profile]
@@ -59,20 +68,21 @@ class Repository:
         views = self.views()
         pushes = [self.user_interest_push, self.item_popularity_push, self.user_lm_profile_push]
         batch = [p.batch_source for p in pushes]
-        return [user, item, *batch, *pushes, *views, self.scorer]
+        return [*self.entities, *batch, *pushes, *views, self.scorer]
 
 
 def _file(name: str, folder: Path) -> FileSource:
     return FileSource(name=f"{name}_file", path=str(Path(folder).resolve() / f"{name}.parquet"), timestamp_field="event_timestamp")
 
 
-def repository(data_dir: Path, profiles_dir: Path, made_with: str = "") -> Repository:
+def repository(data_dir: Path, profiles_dir: Path, made_with: str = "", user_ids: str = "int", item_ids: str = "int") -> Repository:
     """The repository whose offline sources are the Parquet tables in ``data_dir`` (decayed
-    interest and popularity) and ``profiles_dir`` (LM profiles). ``made_with``, the decay
-    settings the tables were computed with (``features.store.made_with``), tags every view:
-    rows made with other settings are never left in the online store, and the service checks
-    it against its own."""
+    interest and popularity) and ``profiles_dir`` (LM profiles), keyed by ids of the kinds
+    ``user_ids`` and ``item_ids`` ("int" or "str"). ``made_with``, the decay settings the
+    tables were computed with (``features.store.made_with``), tags every view: rows made with
+    other settings are never left in the online store, and the service checks it against its own."""
     tags = {"made_with": made_with} if made_with else {}
+    user, item = user_entity(user_ids), item_entity(item_ids)
     user_interest_push = PushSource(name="user_interest_push", batch_source=_file("user_interest", data_dir))
     item_popularity_push = PushSource(name="item_popularity_push", batch_source=_file("item_popularity", data_dir))
     user_lm_profile_push = PushSource(name="user_lm_profile_push", batch_source=_file("user_lm_profile", profiles_dir))
@@ -91,5 +101,5 @@ def repository(data_dir: Path, profiles_dir: Path, made_with: str = "") -> Repos
     scorer = FeatureService(name="scorer_v1", features=[user_interest, item_popularity, user_lm_profile])
     return Repository(
         user_interest, item_popularity, user_lm_profile,
-        user_interest_push, item_popularity_push, user_lm_profile_push, scorer,
+        user_interest_push, item_popularity_push, user_lm_profile_push, scorer, (user, item),
     )

@@ -354,6 +354,27 @@ def test_parquet_with_a_non_numeric_id_names_the_column(tmp_path):
     assert "'u2'" in err.message
 
 
+def test_a_string_id_in_an_integer_id_column_says_how_to_keep_strings(tmp_path):
+    events = write(tmp_path / "log.csv", "userId,movieId,rating,timestamp\n1,5,4,1600000000\nC00390,6,3,1600000060\n")
+    with pytest.raises(DataError) as caught:
+        load_events_file(events, TabularConfig())
+    err = caught.value
+    assert (err.rule, err.column, err.row, err.line) == ("numeric", "userId", 1, 3)
+    assert "'C00390' is not a number" in err.message and "data.tabular.ids.user_id: str" in str(err)
+
+
+def test_string_ids_are_kept_as_written_leading_zeros_and_all(tmp_path):
+    from flows.config import IdsConfig
+
+    cfg = TabularConfig(ids=IdsConfig(user_id="str", item_id="str"))
+    events = write(tmp_path / "log.csv", "userId,movieId,rating,timestamp\n007,SKU-1,4,1600000000\nC00390,0042,3,1600000060\n")
+    frame, _ = load_events_file(events, cfg)
+    assert frame["user_id"].tolist() == ["007", "C00390"] and frame["item_id"].tolist() == ["SKU-1", "0042"]
+    items = write(tmp_path / "items.csv", "movieId,title,genres\nSKU-1,Tea,Drinks\n0042,Cup,Kitchen\n")
+    catalogue, _ = load_items_file(items, cfg)
+    assert catalogue["item_id"].tolist() == ["SKU-1", "0042"]
+
+
 def test_event_type_column(tmp_path):
     events = write(
         tmp_path / "log.csv",

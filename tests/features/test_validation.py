@@ -104,3 +104,29 @@ def test_duplicate_item_ids_fail_the_items_suite(ingested, rules):
         validate_tables(Ingested(ingested.events, items, ingested.sources), rules, NOW)
     assert caught.value.table == "items"
     assert [p.rule for p in caught.value.problems] == ["unique item ids"]
+
+
+def test_an_id_column_mixing_strings_and_numbers_names_the_rows(tmp_path, rules):
+    """Under string ids, a number among the strings (a table handed over in memory: CSV has
+    only text, Parquet one type per column) is a rule failure naming its row."""
+    from flows.config import IdsConfig
+
+    cfg = TabularConfig(ids=IdsConfig(user_id="str", item_id="str"), event_columns={
+        "user_id": "customer", "item_id": "sku", "value": "qty", "timestamp": "ts"}, item_columns={"item_id": "sku", "title": "name"})
+    n = 120
+    pd.DataFrame({"customer": [f"C{i % 30:05d}" for i in range(n)], "sku": [f"SKU-{i % 12}" for i in range(n)],
+                  "qty": [1.0] * n, "ts": [1.6e9 + 60 * i for i in range(n)]}).to_parquet(tmp_path / "events.parquet")
+    pd.DataFrame({"sku": [f"SKU-{i}" for i in range(12)], "name": [f"Item {i}" for i in range(12)]}).to_parquet(tmp_path / "items.parquet")
+    events, _ = load_events_file(tmp_path / "events.parquet", cfg)
+    items, _ = load_items_file(tmp_path / "items.parquet", cfg)
+    events.loc[7, "user_id"] = 17
+    strict = rules.model_copy(update={"value_min": 1.0})
+    with pytest.raises(ValidationFailed) as caught:
+        validate_tables(Ingested(events, items, {"events": {"file": "events.parquet"}}), strict, NOW)
+    [problem] = caught.value.problems
+    assert (problem.rule, problem.column, problem.count) == ("string ids", "user_id", 1)
+    assert problem.examples == [{"row": 7, "user_id": 17}]
+    assert "events.parquet" in str(caught.value) and "string ids" in str(caught.value)
+    events.loc[7, "user_id"] = "C00017"
+    validated = validate_tables(Ingested(events, items, {}), strict, NOW)
+    assert validated.events["user_id"].iloc[7] == "C00017"

@@ -82,6 +82,17 @@ def test_bad_rows_are_named_with_rule_column_and_line(case, ml_small_csv, capsys
         assert text in err, f"{case}: {text!r} missing from:\n{err}"
 
 
+def test_string_ids_are_refused_with_the_setting_that_keeps_them_then_taken_with_it(ml_small_csv, capsys, tmp_path):
+    events = tmp_path / "shop.csv"
+    lines = ml_small_csv["events"].read_text().splitlines()
+    events.write_text("\n".join([lines[0]] + [f"C{line}" for line in lines[1:]]) + "\n")  # customers C1, C2, ...
+    code, _, err = run(["validate", "--events", str(events)], capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert "line 2" in err and "column 'userId'" in err and "'C1' is not a number" in err and "--ids user_id=str" in err
+    code, out, err = run(["validate", "--events", str(events), "--ids", "user_id=str"], capsys)
+    assert code == 0 and "valid: 3,000 events" in out, err
+
+
 def test_millisecond_timestamps_are_called_out(ml_small_csv, capsys):
     path = ml_small_csv["events"]
     lines = path.read_text().splitlines()

@@ -114,8 +114,13 @@ def test_time_decay_changes_nothing_when_events_share_a_time_and_something_when_
         assert not torch.allclose(decayed(items, spread, table), plain(items, spread, table))
 
 
-def test_stored_files_load_without_code_and_score_the_same():
-    data = Interactions.from_events(cycle())
+@pytest.mark.parametrize("ids", ["int", "str"])
+def test_stored_files_load_without_code_and_score_the_same(ids):
+    """String item ids (a shop's SKUs) are stored beside the weights, as the ids they are."""
+    table = cycle()
+    if ids == "str":
+        table = table.assign(item_id=table["item_id"].map(lambda i: f"SKU-{i:03d}"))
+    data = Interactions.from_events(table)
     vecs = vectors_for(data.item_ids)
     model = SequenceModel(item_vectors=vecs, params=SMALL).fit(data)
     files = model.to_files({"hp": {"epochs": SMALL.epochs}})
@@ -123,6 +128,7 @@ def test_stored_files_load_without_code_and_score_the_same():
     assert config["kind"] == "sequence" and config["hp"] == {"epochs": SMALL.epochs}
     rows = np.arange(data.n_users)
     np.testing.assert_allclose(loaded.bind(data).score(rows), model.score(rows), rtol=1e-6)
+    assert list(loaded.vocabulary_) == list(model.vocabulary_) and type(loaded.vocabulary_[0]).__name__ == ("int64" if ids == "int" else "str_")
 
 
 def test_no_user_with_two_events_is_a_clear_error():

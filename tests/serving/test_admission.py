@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -58,3 +59,22 @@ def test_an_event_is_new_once_whether_seen_in_training_live_or_earlier_in_its_ba
     assert list(seen.fresh(batch)) == [False, True, True, True, False, True]
     seen.add(batch)
     assert not seen.fresh(batch).any()
+
+
+def test_string_ids_key_events_the_same_in_every_process_and_tell_duplicates():
+    import subprocess
+    import sys
+
+    from serving.admission import event_keys
+
+    taken = frame([("C00017", "SKU-1", "purchase", 1.0, NOW), ("C00018", "SKU-1", "purchase", 1.0, NOW)])
+    seen = SeenEvents(taken)
+    again = frame([("C00017", "SKU-1", "purchase", 1.0, NOW), ("C00017", "SKU-2", "purchase", 1.0, NOW),
+                   ("C00017", "SKU-2", "purchase", 1.0, NOW)])
+    assert seen.fresh(again).tolist() == [False, True, False]
+    code = ("import pandas as pd; from serving.admission import event_keys; "
+            "f = pd.DataFrame({'user_id': ['C00017'], 'item_id': ['SKU-1'], 'event_type': ['purchase'], 'value': [1.0], "
+            f"'timestamp': pd.to_datetime([{NOW}], unit='s', utc=True).astype('datetime64[us, UTC]')}}); print(int(event_keys(f)[0]))")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": "123", "PATH": ""}, cwd=Path(__file__).resolve().parents[2])
+    assert int(other.stdout) == int(event_keys(taken.iloc[:1])[0])
