@@ -170,12 +170,18 @@ def materialize(store: FeatureStore, start: datetime, end: datetime, views: tupl
     starts at ``start``, the data's first timestamp: Feast's own first window (now - ttl)
     would skip history that is older than the wall clock's year.
     """
+    import contextlib
+    import io
+
     end = end.astimezone(timezone.utc)
     for view in (store.get_feature_view(name) for name in views):
-        if view.materialization_intervals:
-            store.materialize_incremental(end_date=end, feature_views=[view.name])
-        else:
-            store.materialize(start_date=start.astimezone(timezone.utc), end_date=end, feature_views=[view.name])
+        # Feast prints each load in terminal colours to stdout: one log line says it instead.
+        with contextlib.redirect_stdout(io.StringIO()):
+            if view.materialization_intervals:
+                store.materialize_incremental(end_date=end, feature_views=[view.name])
+            else:
+                store.materialize(start_date=start.astimezone(timezone.utc), end_date=end, feature_views=[view.name])
+        log.info("online store: %s loaded up to %s into %s", view.name, end.isoformat(timespec="seconds"), store.project)
 
 
 def online_users(store: FeatureStore, user_ids) -> pd.DataFrame:

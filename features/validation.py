@@ -63,7 +63,10 @@ def _context(docs_dir: Path):
     return context
 
 
-def events_rules(cfg: ValidationConfig, item_ids: list | None, now: datetime, kinds: dict[str, str] | None = None) -> list:
+def events_rules(cfg: ValidationConfig, item_ids: list | None, now: datetime, kinds: dict[str, str] | None = None,
+                 event_types: list[str] | None = None) -> list:
+    """The events suite: ``item_ids`` the catalogue's, ``kinds`` the ids' ("int"/"str"),
+    ``event_types`` those ``features.event_weights`` weighs (None: any)."""
     import great_expectations.expectations as gxe
 
     def rule(name: str, expectation_cls, **kwargs):
@@ -76,14 +79,11 @@ def events_rules(cfg: ValidationConfig, item_ids: list | None, now: datetime, ki
         for c in ("user_id", "item_id")
     ]
     rules += [rule("non-null", gxe.ExpectColumnValuesToNotBeNull, column=c) for c in DUPLICATE_KEY + ["value"]]
+    if event_types is not None:
+        rules.append(rule(f"event type in features.event_weights ({', '.join(sorted(event_types))})",
+                          gxe.ExpectColumnValuesToBeInSet, column="event_type", value_set=sorted(event_types)))
+    rules += _value_rules(cfg, rule, gxe)
     rules += [
-        rule(
-            f"value in [{cfg.value_min}, {cfg.value_max}]",
-            gxe.ExpectColumnValuesToBeBetween,
-            column="value",
-            min_value=cfg.value_min,
-            max_value=cfg.value_max,
-        ),
         rule(
             "timestamps in seconds, not milliseconds",
             gxe.ExpectColumnValuesToBeBetween,
@@ -102,6 +102,21 @@ def events_rules(cfg: ValidationConfig, item_ids: list | None, now: datetime, ki
     ]
     if item_ids is not None:
         rules.append(rule("item in catalogue", gxe.ExpectColumnValuesToBeInSet, column="item_id", value_set=item_ids))
+    return rules
+
+
+def _value_rules(cfg: ValidationConfig, rule, gxe) -> list:
+    """``value`` in range: each type of ``value_ranges`` in its own, the others in
+    [value_min, value_max]."""
+    own = sorted(cfg.value_ranges)
+    rules = [
+        rule(f"{kind} value in [{low:g}, {high:g}]", gxe.ExpectColumnValuesToBeBetween, column="value", min_value=low,
+             max_value=high, row_condition=f"event_type == {kind!r}", condition_parser="pandas")
+        for kind, (low, high) in sorted(cfg.value_ranges.items())
+    ]
+    rest = {"row_condition": f"event_type not in {own!r}", "condition_parser": "pandas"} if own else {}
+    rules.append(rule(f"value in [{cfg.value_min}, {cfg.value_max}]", gxe.ExpectColumnValuesToBeBetween, column="value",
+                      min_value=cfg.value_min, max_value=cfg.value_max, **rest))
     return rules
 
 
@@ -241,8 +256,10 @@ def items_view(items: pd.DataFrame) -> pd.DataFrame:
     return items.drop(columns=[c for c in ("categories", "tags") if c in items.columns]).reset_index(drop=True)
 
 
-def validate_tables(ingested: Ingested, cfg: ValidationConfig, now: datetime | None = None) -> Validated:
-    """Validate items, then events against the surviving catalogue.
+def validate_tables(ingested: Ingested, cfg: ValidationConfig, now: datetime | None = None,
+                    event_types: list[str] | None = None) -> Validated:
+    """Validate items, then events against the surviving catalogue (and, given
+    ``event_types``, against the event types the features weigh).
 
     Raises:
         ValidationFailed: with a readable summary; nothing has been written.
@@ -257,7 +274,7 @@ def validate_tables(ingested: Ingested, cfg: ValidationConfig, now: datetime | N
     kinds = {c: kind_of(ingested.events[c]) for c in ("user_id", "item_id")}
     events, events_out, docs = _check(
         context, "events", ingested.events.reset_index(drop=True), events_view(ingested.events),
-        events_rules(cfg, item_ids, now, kinds), ingested.sources.get("events", {}), cfg,
+        events_rules(cfg, item_ids, now, kinds, event_types), ingested.sources.get("events", {}), cfg,
     )
     quarantined = {name: q for name, q in (("items", items_out), ("events", events_out)) if q is not None}
     return Validated(events, items, quarantined, docs)

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 from features.errors import DataError, ValidationFailed
+from flows.config import ParamsError
 from flows.run_lock import RunBusy
 from flows.runs import StepTimeout
 from models.registry import RegistryError
@@ -77,7 +78,7 @@ def validate_file(args: argparse.Namespace) -> int:
         ids = events["item_id"].dropna().unique()
         items = items_frame(ids, [str(i) for i in ids], [[] for _ in ids], kind=cfg.ids.item_id)
     rules = params.validation.model_copy(update={"quarantine": False})
-    validated = validate_tables(Ingested(events, items, sources), rules)
+    validated = validate_tables(Ingested(events, items, sources), rules, event_types=list(params.features.event_weights))
     print(
         f"{cfg.events}: valid: {len(validated.events):,} events, "
         f"{validated.events['user_id'].nunique():,} users, {len(validated.items):,} items"
@@ -279,6 +280,9 @@ def format_summary(params, validated: dict, splits: dict, seconds: float) -> str
     for protocol, stats in splits.items():
         sizes = "  ".join(f"{part} {stats[part]['rows']:,}" for part in ("train", "valid", "test"))
         lines.append(f"  split {protocol}: {sizes}  (test users evaluable: {stats['test']['evaluable_users']:,})")
+    from flows.steps import few_evaluable
+
+    lines += [f"  warning: {w}" for w in few_evaluable(splits, params.split.min_evaluable_users)]
     lines += [
         f"  validated tables: {params.validation.validated_dir}/",
         f"  splits:           {params.split.out_dir}/",
@@ -362,12 +366,15 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("great_expectations", "py.warnings", "feast"):
+    for noisy in ("great_expectations", "py.warnings", "feast", "httpx"):  # httpx: a line per Prefect call
         logging.getLogger(noisy).setLevel(logging.ERROR)
     # ibis calls a duckdb method duckdb deprecated, once per Feast read: noise, not news.
     warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning)
     try:
         return args.func(args)
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except ValidationFailed as err:
         print(err.summary(), file=sys.stderr)
     except DataError as err:

@@ -83,6 +83,9 @@ class ValidationConfig(_Strict):
     max_epoch_seconds: float = 1e11
     value_min: float = 0.5
     value_max: float = 5.0
+    # Per event type, where its values differ (a purchase quantity is not a rating):
+    # type -> [min, max]; other types keep [value_min, value_max].
+    value_ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
     min_events: int = 1000
     min_items: int = 10
     quarantine: bool = False
@@ -106,6 +109,9 @@ class P0Config(_Strict):
 
 class SplitConfig(_Strict):
     protocols: list[Literal["P0", "P1", "P2"]] = ["P1", "P2", "P0"]
+    # Fewer evaluable validation or test users than this and a protocol's figures say little:
+    # the split step warns, and `decayrec run` prints the warning.
+    min_evaluable_users: int = 100
     p1_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     p0: P0Config = P0Config()
     out_dir: Path = Path("data/splits")
@@ -385,13 +391,50 @@ def rebase(params: Params, dataset: str) -> Params:
     )
 
 
+class ParamsError(ValueError):
+    """A params file that cannot be used, in one line: which file, which key, what is wrong."""
+
+
 def load_params(path: str | Path = "params.yaml", *, dataset: str | None = None) -> Params:
     """Read params.yaml; the mirror comes from DECAYREC_DATA_MIRROR when that is set."""
-    raw = yaml.safe_load(Path(path).read_text()) if Path(path).exists() else {}
-    raw = raw or {}
+    from pydantic import ValidationError
+
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: no such params file")
+    raw = yaml.safe_load(path.read_text()) or {}
     data = dict(raw.get("data") or {})
     if os.environ.get(MIRROR_ENV):
         data["mirror"] = os.environ[MIRROR_ENV]
     raw["data"] = data
-    params = Params.model_validate(raw)
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError(f"{path}: {_first_problem(error)}") from None
+    if dataset is not None and dataset not in DATASETS:
+        raise ParamsError(f"unsupported --dataset {dataset!r}: one of {', '.join(DATASETS)}")
     return rebase(params, dataset) if dataset else params
+
+
+DATASETS = DataConfig.model_fields["dataset"].annotation.__args__
+
+
+def _first_problem(error) -> str:
+    """The first error of a params ``ValidationError`` as a sentence; an unknown key gets the
+    closest valid one."""
+    import difflib
+
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    if first["type"] != "extra_forbidden":
+        return f"{where}: {first['msg']}"
+    model: type[BaseModel] = Params
+    for part in first["loc"][:-1]:
+        fields = {f.alias or name: f for name, f in model.model_fields.items()}
+        annotation = fields[str(part)].annotation if str(part) in fields else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if model is None:
+            break
+    known = [f.alias or name for name, f in model.model_fields.items()] if model is not None else []
+    close = difflib.get_close_matches(str(first["loc"][-1]), known, n=1)
+    return f"unknown key {where!r}" + (f" (did you mean {close[0]!r}?)" if close else f" (valid here: {', '.join(known)})")

@@ -63,7 +63,7 @@ STEPS: list[Step] = [
     Step("ingest", steps.ingest_step, reads=lambda p: [p.data.bundled_dir / p.data.dataset],
          writes=lambda p: [p.data.interim_dir], sections=("data",)),
     Step("validate", steps.validate_step, reads=lambda p: [p.data.interim_dir],
-         writes=lambda p: [p.validation.validated_dir], sections=("validate",)),
+         writes=lambda p: [p.validation.validated_dir], sections=("validate", "features.event_weights")),
     Step("split", steps.split_step, reads=lambda p: [p.validation.validated_dir / "events.parquet"],
          writes=lambda p: [p.split.out_dir], sections=("split",)),
     Step("features", steps.features_step, reads=_validated, writes=lambda p: [p.features.out_dir], sections=("features",)),

@@ -94,7 +94,7 @@ def validate_step(params: Params, now: datetime | None = None) -> dict:
 
     cfg = params.validation
     log.info("validate: running the events and items suites")
-    validated = validate_tables(load_interim(params), cfg, now)
+    validated = validate_tables(load_interim(params), cfg, now, list(params.features.event_weights))
     with staged_dir(cfg.validated_dir) as out:
         strict_events(validated.events).to_parquet(out / "events.parquet", index=False)
         validated.items.to_parquet(out / "items.parquet", index=False)
@@ -136,7 +136,16 @@ def split_step(params: Params) -> dict:
             stats = split_stats(parts)
             write_splits(parts, stats, out / protocol)
             summary[protocol] = stats
+    for warning in few_evaluable(summary, cfg.min_evaluable_users):
+        log.warning("split: %s", warning)
     return summary
+
+
+def few_evaluable(splits: dict, floor: int) -> list[str]:
+    """A sentence per protocol part with fewer evaluable users than ``floor``."""
+    return [f"{protocol} {part}: only {stats[part]['evaluable_users']:,} evaluable users (split.min_evaluable_users is"
+            f" {floor}): its figures say little" for protocol, stats in splits.items() for part in ("valid", "test")
+            if stats[part].get("evaluable_users", floor) < floor]
 
 
 def ensure_splits(params: Params) -> None:

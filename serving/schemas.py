@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from flows.config import Params
 
@@ -82,7 +82,11 @@ def request_models(params: Params) -> Models:
     UserId, ItemId = IDS[params.data.ids.user_id], IDS[params.data.ids.item_id]
     K = Annotated[int, Field(ge=1, le=serving.max_k, description=f"how many items, 1 to {serving.max_k}")]
     EventType = Literal[tuple(sorted(params.features.event_weights))]  # type: ignore[valid-type]
-    Value = Annotated[float, Field(ge=validation.value_min, le=validation.value_max, allow_inf_nan=False)]
+    ranges = {t: (validation.value_min, validation.value_max) for t in params.features.event_weights} | {
+        t: tuple(r) for t, r in validation.value_ranges.items() if t in params.features.event_weights}
+    low, high = min(r[0] for r in ranges.values()), max(r[1] for r in ranges.values())
+    Value = Annotated[float, Field(ge=low, le=high, allow_inf_nan=False,
+                                   description="; ".join(f"{t}: [{a:g}, {b:g}]" for t, (a, b) in sorted(ranges.items())))]
     types = sorted(params.features.event_weights)
     # A default only where it cannot be wrong: the one event type, a value inside the range.
     default_type = types[0] if len(types) == 1 else ...
@@ -111,5 +115,13 @@ def request_models(params: Params) -> Models:
         event_type: EventType = Field(default_type)
         value: Value = Field(default_value)
         timestamp: Timestamp = Field(description=f"RFC 3339 with a zone, {window}")
+
+        @model_validator(mode="after")
+        def _in_its_range(self):
+            # Each event type's values have a range of their own (validate.value_ranges).
+            a, b = ranges[self.event_type]
+            if not a <= self.value <= b:
+                raise ValueError(f"the value of a {self.event_type} event must be in [{a:g}, {b:g}]")
+            return self
 
     return Models(RecommendRequest, ExplainRequest, SimilarRequest, Event)

@@ -130,3 +130,64 @@ def test_an_id_column_mixing_strings_and_numbers_names_the_rows(tmp_path, rules)
     events.loc[7, "user_id"] = "C00017"
     validated = validate_tables(Ingested(events, items, {}), strict, NOW)
     assert validated.events["user_id"].iloc[7] == "C00017"
+
+
+def shop_log(tmp_path: Path, rows: list[str], header: str = "customer,sku,event,qty,ts") -> Ingested:
+    """A shop's event log (string ids, ISO times) and its catalogue, ingested."""
+    from flows.config import IdsConfig
+
+    events = tmp_path / "events.csv"
+    events.write_text(header + "\n" + "\n".join(rows) + "\n")
+    items = tmp_path / "products.csv"
+    items.write_text("sku,name\n" + "\n".join(f"SKU-{i},Product {i}" for i in range(12)) + "\n")
+    columns = dict(zip(("user_id", "item_id", "event_type", "value", "timestamp"), header.split(",")))
+    if "qty" not in header:
+        columns = {"user_id": "customer", "item_id": "sku", "event_type": "event", "timestamp": "ts"}
+    cfg = TabularConfig(ids=IdsConfig(user_id="str", item_id="str"), timestamp_format="iso", event_columns=columns,
+                        item_columns={"item_id": "sku", "title": "name"})
+    frame, line = load_events_file(events, cfg)
+    catalogue, _ = load_items_file(items, cfg)
+    return Ingested(frame, catalogue, {"events": {"file": str(events), "first_line": line}})
+
+
+def funnel(n: int = 120, qty: int = 1) -> list[str]:
+    kinds = ["view", "add_to_cart", "purchase"]
+    return [f"C{i % 30:05d},SKU-{i % 12},{kinds[i % 3]},{qty},2025-03-01T{i // 60:02d}:{i % 60:02d}:00+01:00" for i in range(n)]
+
+
+SHOP_TYPES = ["add_to_cart", "purchase", "view"]
+
+
+def test_an_event_type_the_features_do_not_weigh_is_named_with_its_rows(tmp_path, rules):
+    rows = funnel()
+    rows[4] = rows[4].replace("add_to_cart", "wishlist")
+    with pytest.raises(ValidationFailed) as caught:
+        validate_tables(shop_log(tmp_path, rows), rules.model_copy(update={"value_max": 10}), NOW, SHOP_TYPES)
+    [problem] = caught.value.problems
+    assert problem.rule == "event type in features.event_weights (add_to_cart, purchase, view)"
+    assert problem.column == "event_type" and problem.examples == [{"row": 4, "line": 6, "event_type": "wishlist"}]
+    assert "events.csv" in str(caught.value)
+
+
+def test_each_event_type_has_its_own_value_range(tmp_path, rules):
+    """Ratings-like views in [1, 5], purchase quantities up to 1000: a purchase of 600 passes,
+    a view of 600 does not, and a purchase of 2000 does not."""
+    rows = funnel()
+    rows[2] = rows[2].replace(",purchase,1,", ",purchase,600,")
+    cfg = rules.model_copy(update={"value_min": 1.0, "value_max": 5.0, "value_ranges": {"purchase": (1.0, 1000.0)}})
+    validated = validate_tables(shop_log(tmp_path, rows), cfg, NOW, SHOP_TYPES)
+    assert validated.events["value"].max() == 600
+    rows[0] = rows[0].replace(",view,1,", ",view,600,")
+    rows[5] = rows[5].replace(",purchase,1,", ",purchase,2000,")
+    with pytest.raises(ValidationFailed) as caught:
+        validate_tables(shop_log(tmp_path, rows), cfg, NOW, SHOP_TYPES)
+    failed = {p.rule: p for p in caught.value.problems}
+    assert set(failed) == {"purchase value in [1, 1000]", "value in [1.0, 5.0]"}
+    assert [e["row"] for e in failed["purchase value in [1, 1000]"].examples] == [5]
+    assert [e["row"] for e in failed["value in [1.0, 5.0]"].examples] == [0]
+
+
+def test_a_log_without_a_value_column_is_implicit_feedback(tmp_path, rules):
+    rows = [",".join(r.split(",")[:3] + r.split(",")[4:]) for r in funnel()]
+    validated = validate_tables(shop_log(tmp_path, rows, header="customer,sku,event,ts"), rules, NOW, SHOP_TYPES)
+    assert len(validated.events) == 120 and validated.events["value"].eq(1.0).all()

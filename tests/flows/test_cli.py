@@ -183,3 +183,26 @@ def test_every_step_of_the_table_is_a_command_named_in_the_help(capsys):
         main(["--help"])
     shown = capsys.readouterr().out
     assert all(f"    {step.name} " in shown for step in STEPS)
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--params", "no/such/params.yaml", "status"], "error: no/such/params.yaml: no such params file"),
+    (["run", "--dataset", "ml-2m"], "error: unsupported --dataset 'ml-2m': one of ml-latest-small, ml-100k, ml-1m, csv, parquet"),
+])
+def test_a_missing_params_file_or_an_unknown_data_set_is_one_line(argv, said, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and err == said + "\n"
+
+
+@pytest.mark.parametrize("text, said", [
+    ("featurs:\n  user_half_life_days: 3\n", "unknown key 'featurs' (did you mean 'features'?)"),
+    ("validate:\n  value_mx: 3\n", "unknown key 'validate.value_mx' (did you mean 'value_max'?)"),
+    ("features:\n  user_half_life_days: soon\n", "features.user_half_life_days: Input should be a valid number"),
+])
+def test_a_typo_in_params_names_the_key_and_the_closest_valid_one(text, said, tmp_path, capsys):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    code = main(["--params", str(path), "status"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: {path}: {said}")

@@ -112,3 +112,18 @@ def test_profiles_step_loads_every_table_into_a_new_online_version(csv_params):
     last = validated.groupby("user_id")["timestamp"].max().sort_index()
     expected = (last.dt.tz_localize(None).to_numpy("datetime64[us]").astype("int64") // 1_000_000).tolist()
     assert online["last_event_s"].tolist() == expected
+
+
+def test_a_split_with_few_evaluable_users_is_a_warning_in_the_log_and_the_run_summary(csv_params, caplog):
+    from flows.cli import format_summary
+
+    params = csv_params.model_copy(update={"split": csv_params.split.model_copy(update={"min_evaluable_users": 10_000})})
+    ingest_step(params)
+    validated = validate_step(params)
+    splits = split_step(params)
+    evaluable = splits["P1"]["test"]["evaluable_users"]
+    assert f"P1 test: only {evaluable:,} evaluable users (split.min_evaluable_users is 10000)" in caplog.text
+    printed = format_summary(params, validated, splits, 1.0)
+    assert printed.count("warning:") == 6 and f"warning: P1 test: only {evaluable:,} evaluable users" in printed
+    calm = params.model_copy(update={"split": params.split.model_copy(update={"min_evaluable_users": 0})})
+    assert "warning:" not in format_summary(calm, validated, splits, 1.0)
