@@ -251,6 +251,10 @@ def ingest(cfg: DataConfig) -> Ingested:
     """Read the configured data set into canonical tables (nothing is written)."""
     if cfg.dataset in ("csv", "parquet"):
         return load_tabular(cfg.tabular)
+    if cfg.dataset == "shop":
+        from features import shop
+
+        return shop.ingest(cfg.shop, cfg.tabular)
     folder = locate(
         cfg.dataset,
         bundled=cfg.bundled_dir,

@@ -63,7 +63,7 @@ def load(cfg: FeaturesConfig, start: datetime, end: datetime) -> StoreConfig:
     """Load the tables into their version's project (every view not loaded there yet) and
     point the profiles folder at it; returns the version's store config."""
     from features.feature_repo.definitions import repository
-    from features.store import DECAY_VIEWS, LM_VIEWS, apply, made_with, materialize, open_store
+    from features.store import DECAY_VIEWS, LM_VIEWS, apply, made_with, materialize, open_store, write_feature_store_yaml
     from models.files import atomic_write
 
     target = version(cfg)
@@ -76,6 +76,7 @@ def load(cfg: FeaturesConfig, start: datetime, end: datetime) -> StoreConfig:
     log.info("online store: %s %s (%s profile)", target.project,
              f"loaded {list(pending)}" if pending else "already loaded", target.profile)
     atomic_write(Path(cfg.profiles_dir) / POINTER, lambda f: f.write(json.dumps({"project": target.project}).encode() + b"\n"))
+    write_feature_store_yaml(target)  # Feast's CLI looks at the version just loaded
     return target
 
 

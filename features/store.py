@@ -34,9 +34,8 @@ DECAY_VIEWS = ("user_interest", "item_popularity")
 LM_VIEWS = ("user_lm_profile",)
 
 
-def repo_config(cfg: StoreConfig):
-    from feast.repo_config import RepoConfig
-
+def repo_settings(cfg: StoreConfig) -> dict:
+    """Feast's settings for ``cfg``: what ``feature_store.yaml`` holds."""
     local = Path(cfg.local_dir).resolve()
     local.mkdir(parents=True, exist_ok=True)
     if cfg.profile == "local":
@@ -51,15 +50,26 @@ def repo_config(cfg: StoreConfig):
             "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
         }
         online = {"type": "redis", "connection_string": cfg.redis}
-    return RepoConfig(
-        project=cfg.project,
-        provider="local",
-        registry=registry,
-        online_store=online,
-        offline_store={"type": "duckdb"},
-        entity_key_serialization_version=3,
-        repo_path=str(local),
-    )
+    return {"project": cfg.project, "provider": "local", "registry": registry, "online_store": online,
+            "offline_store": {"type": "duckdb"}, "entity_key_serialization_version": 3}
+
+
+def repo_config(cfg: StoreConfig):
+    from feast.repo_config import RepoConfig
+
+    return RepoConfig(**repo_settings(cfg), repo_path=str(Path(cfg.local_dir).resolve()))
+
+
+def write_feature_store_yaml(cfg: StoreConfig) -> Path:
+    """``feature_store.yaml`` for ``cfg`` in its ``local_dir``, so that Feast's own CLI reads
+    the store: ``feast -c data/feast feature-views list``."""
+    import yaml
+
+    from models.files import atomic_write
+
+    path = Path(cfg.local_dir).resolve() / "feature_store.yaml"
+    atomic_write(path, lambda f: f.write(yaml.safe_dump(repo_settings(cfg), sort_keys=False).encode()))
+    return path
 
 
 def open_store(cfg: StoreConfig) -> FeatureStore:

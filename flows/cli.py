@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, func, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--dataset", help="override data.dataset (ml-latest-small, ml-100k, ml-1m, csv, parquet)")
+        sub.add_argument("--dataset", help="override data.dataset (ml-latest-small, ml-100k, ml-1m, csv, parquet, shop)")
         sub.set_defaults(func=func)
         return sub
 

@@ -53,8 +53,25 @@ class TabularConfig(_Strict):
     event_type: str = "rating"
 
 
+class ShopSettings(_Strict):
+    """The bundled shop log's generator (``features.shop``): sizes, funnel rates, rebuys."""
+
+    customers: int = Field(2000, ge=1)
+    products: int = Field(800, ge=8)  # at least one per category
+    sessions_per_customer: float = Field(9.0, gt=0)  # Poisson mean over the year
+    start: str = "2024-01-01"
+    days: int = Field(365, ge=30)
+    views_per_session: float = Field(3.0, gt=0)  # Poisson mean, at least one
+    cart_rate: float = Field(0.35, ge=0, le=1)  # a session puts its last view in the cart
+    buy_rate: float = Field(0.6, ge=0, le=1)  # a cart is bought
+    rebuy_days: float = Field(30.0, gt=0)  # consumables are bought again about this often
+    trending_share: float = Field(0.05, ge=0, le=1)  # products that trend for a few weeks
+    new_share: float = Field(0.05, ge=0, lt=1)  # products that arrive late, text only
+    seed: int = 7
+
+
 class DataConfig(_Strict):
-    dataset: Literal["ml-latest-small", "ml-100k", "ml-1m", "csv", "parquet"] = "ml-latest-small"
+    dataset: Literal["ml-latest-small", "ml-100k", "ml-1m", "csv", "parquet", "shop"] = "ml-latest-small"
     bundled_dir: Path = Path("data/raw")
     mirror: Path | None = None
     download: bool = True
@@ -63,10 +80,14 @@ class DataConfig(_Strict):
     max_tags_per_item: int = 20
     interim_dir: Path = Path("data/interim")
     tabular: TabularConfig = TabularConfig()
+    shop: ShopSettings = ShopSettings()
 
     @property
     def ids(self) -> IdsConfig:
-        """The ids' kinds: a user's own files say theirs; MovieLens numbers everything."""
+        """The ids' kinds: a user's own files say theirs, the bundled shop's are strings,
+        MovieLens numbers everything."""
+        if self.dataset == "shop":
+            return IdsConfig(user_id="str", item_id="str")
         return self.tabular.ids if self.dataset in ("csv", "parquet") else IdsConfig()
 
     @field_validator("tmdb", mode="before")
@@ -374,7 +395,9 @@ def rebase(params: Params, dataset: str) -> Params:
             "split": params.split.model_copy(update={"out_dir": data_root / "splits"}),
             "evaluate": params.evaluate.model_copy(update={"out_dir": reports / "evaluation"}),
             "train": params.train.model_copy(update={"out_dir": reports / "training", "registry_dir": data_root / "registry"}),
-            "serving": params.serving.model_copy(update={"bundle_dir": data_root / "serving", "events_log": data_root / "live" / "events.jsonl"}),
+            # A bento of its own name: a run on this data set never moves another's latest.
+            "serving": params.serving.model_copy(update={"bundle_dir": data_root / "serving", "events_log": data_root / "live" / "events.jsonl",
+                                                         "bento_name": f"{params.serving.bento_name}-{dataset}"}),
             "lm": params.lm.model_copy(update={"out": data_root / "embeddings" / "items.npz"}),
             "runs": params.runs.model_copy(update={"lock": data_root / "run.lock", "status": data_root / "runs" / "status.json"}),
             "features": params.features.model_copy(
@@ -400,9 +423,7 @@ def load_params(path: str | Path = "params.yaml", *, dataset: str | None = None)
     from pydantic import ValidationError
 
     path = Path(path)
-    if not path.exists():
-        raise ParamsError(f"{path}: no such params file")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw, base = _read(path)
     data = dict(raw.get("data") or {})
     if os.environ.get(MIRROR_ENV):
         data["mirror"] = os.environ[MIRROR_ENV]
@@ -413,7 +434,31 @@ def load_params(path: str | Path = "params.yaml", *, dataset: str | None = None)
         raise ParamsError(f"{path}: {_first_problem(error)}") from None
     if dataset is not None and dataset not in DATASETS:
         raise ParamsError(f"unsupported --dataset {dataset!r}: one of {', '.join(DATASETS)}")
+    if base is not None and dataset is None:
+        # A profile of another data set keeps its outputs out of the base file's folders.
+        dataset = params.data.dataset
+        params = params.model_copy(update={"data": params.data.model_copy(update={"dataset": base})})
     return rebase(params, dataset) if dataset else params
+
+
+def _read(path: Path) -> tuple[dict, str | None]:
+    """A params file's settings; a profile (``extends: params.yaml``) is merged over the file
+    it extends, key by key. Also the data set of that file, for a profile (else None)."""
+    if not path.exists():
+        raise ParamsError(f"{path}: no such params file")
+    raw = yaml.safe_load(path.read_text()) or {}
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw, None
+    under, _ = _read(path.parent / parent)
+    return _merged(under, raw), (under.get("data") or {}).get("dataset", DataConfig().dataset)
+
+
+def _merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 DATASETS = DataConfig.model_fields["dataset"].annotation.__args__

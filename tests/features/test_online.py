@@ -117,3 +117,17 @@ def test_a_load_cut_short_publishes_nothing_and_the_rerun_loads_the_rest(cfg, dr
     assert calls[-1] == ("item_popularity", "user_lm_profile") and published(cfg) == new != old
     users = sorted(int(u) for u in drift.events["user_id"].unique())
     assert not any(np.isnan(events_decayed(new, users)))
+
+
+def test_feasts_own_cli_lists_the_views_of_the_version_just_loaded(cfg, drift):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    loaded = load(cfg, *tables(cfg, drift.events, drift.items))
+    feast = [str(Path(sys.executable).parent / "feast"), "-c", str(cfg.store.local_dir)]
+    views = subprocess.run([*feast, "feature-views", "list"], capture_output=True, text=True, timeout=120)
+    assert views.returncode == 0, views.stderr[-2000:]
+    assert {"user_interest", "item_popularity", "user_lm_profile"} <= set(views.stdout.split())
+    projects = subprocess.run([*feast, "projects", "list"], capture_output=True, text=True, timeout=120)
+    assert loaded.project in projects.stdout, projects.stdout

@@ -187,7 +187,7 @@ def test_every_step_of_the_table_is_a_command_named_in_the_help(capsys):
 
 @pytest.mark.parametrize("argv, said", [
     (["--params", "no/such/params.yaml", "status"], "error: no/such/params.yaml: no such params file"),
-    (["run", "--dataset", "ml-2m"], "error: unsupported --dataset 'ml-2m': one of ml-latest-small, ml-100k, ml-1m, csv, parquet"),
+    (["run", "--dataset", "ml-2m"], "error: unsupported --dataset 'ml-2m': one of ml-latest-small, ml-100k, ml-1m, csv, parquet, shop"),
 ])
 def test_a_missing_params_file_or_an_unknown_data_set_is_one_line(argv, said, capsys):
     code = main(argv)

@@ -127,3 +127,34 @@ def test_a_split_with_few_evaluable_users_is_a_warning_in_the_log_and_the_run_su
     assert printed.count("warning:") == 6 and f"warning: P1 test: only {evaluable:,} evaluable users" in printed
     calm = params.model_copy(update={"split": params.split.model_copy(update={"min_evaluable_users": 0})})
     assert "warning:" not in format_summary(calm, validated, splits, 1.0)
+
+
+def test_the_shop_profile_extends_params_and_its_log_validates(tmp_path):
+    """params.shop.yaml: params.yaml's settings under its own, outputs in the shop's own
+    folders; a smaller shop of the same kind ingests and validates with them."""
+    import yaml
+
+    from conftest import ROOT
+    from flows.config import load_params
+
+    shop = load_params(ROOT / "params.shop.yaml")
+    base = load_params(ROOT / "params.yaml")
+    assert shop.data.dataset == "shop" and shop.data.ids.user_id == "str" and shop.train.scorer == base.train.scorer
+    assert str(shop.validation.validated_dir) == "data/datasets/shop/validated" and shop.features.store.project == "decayrec_shop"
+    assert shop.serving.bento_name == "decayrec-shop"  # a shop run never moves decayrec:latest
+    raw = yaml.safe_load((ROOT / "params.shop.yaml").read_text())
+    profile = tmp_path / "params.shop.yaml"
+    raw["extends"] = str(ROOT / "params.yaml")
+    raw["data"]["shop"].update(customers=150, products=60)
+    profile.write_text(yaml.safe_dump(raw))
+    params = load_params(profile)
+    folders = {"interim_dir": tmp_path / "interim"}
+    params = params.model_copy(update={
+        "data": params.data.model_copy(update=folders),
+        "validate_": params.validation.model_copy(update={"validated_dir": tmp_path / "validated", "docs_dir": tmp_path / "docs"}),
+    })
+    ingest_step(params)
+    summary = validate_step(params)
+    assert summary["users"] == 150 and summary["events"] > 1000
+    events = pd.read_parquet(tmp_path / "validated" / "events.parquet")
+    assert set(events["event_type"]) == {"view", "add_to_cart", "purchase"} and events["user_id"].iloc[0].startswith("C")
