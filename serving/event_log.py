@@ -65,9 +65,9 @@ def problem(record: object, kinds: dict[str, str] = INTS) -> str | None:
 
 
 class EventLog:
-    def __init__(self, path: str | Path, on_reject: Callable[[str], None] | None = None, kinds: dict[str, str] = INTS) -> None:
+    def __init__(self, path: str | Path, on_reject: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
-        self.kinds = dict(kinds)  # the ids' kinds ("int" or "str"), as data.tabular.ids says
+        self.kinds = dict(INTS)  # the ids' kinds ("int" or "str"): the engine sets its bundle's
         self.quarantine = self.path.with_name(self.path.name + ".quarantine")
         self.marks = self.path.with_name(self.path.name + ".pushed")  # per online store: offset pushed up to
         self.path.parent.mkdir(parents=True, exist_ok=True)

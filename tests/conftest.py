@@ -329,3 +329,22 @@ def call(base: str, path: str, body=None, token: str | None = WRITE_TOKEN, data:
         return status, json.loads(text)
     except json.JSONDecodeError:
         return status, text
+
+
+@pytest.fixture(params=["local", "production"])
+def store_cfg(request, tmp_path):
+    """Feature settings with a Feast store of their own (the feature-store tests): SQLite under
+    tmp_path, or a fresh project, Redis db 3 and PG schema."""
+    import uuid
+
+    from features.store import drop_production
+    from flows.config import FeaturesConfig, StoreConfig
+
+    name = f"t{uuid.uuid4().hex[:10]}"
+    cfg = StoreConfig(
+        profile=request.param, project=name, local_dir=tmp_path / "feast",
+        redis="127.0.0.1:6379,db=3", postgres_schema=name,
+    )
+    yield FeaturesConfig(out_dir=tmp_path / "features", profiles_dir=tmp_path / "profiles", store=cfg)
+    if request.param == "production":
+        drop_production(cfg)

@@ -2,7 +2,6 @@
 beside the served one, switched to by name, dropped when nothing names them."""
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 import features.store
 from features.lm_profile import lm_profile_table
 from features.online import drop, load, published, version, versions
-from features.store import build, drop_production, online_lm_profiles, online_users, open_store, write_tables
+from features.store import build, online_lm_profiles, online_users, open_store, write_tables
 from features.synthetic import SyntheticConfig, make_drift_dataset
 from flows.config import FeaturesConfig, StoreConfig
 
@@ -22,14 +21,9 @@ def drift():
     return make_drift_dataset(SyntheticConfig(n_users=30, n_items=40, events_per_user=20, seed=9))
 
 
-@pytest.fixture(params=["local", "production"])
-def cfg(request, tmp_path):
-    name = f"t{uuid.uuid4().hex[:10]}"
-    store = StoreConfig(profile=request.param, project=name, local_dir=tmp_path / "feast",
-                        redis="127.0.0.1:6379,db=7", postgres_schema=name)
-    yield FeaturesConfig(out_dir=tmp_path / "features", profiles_dir=tmp_path / "profiles", store=store)
-    if request.param == "production":
-        drop_production(store)
+@pytest.fixture
+def cfg(store_cfg):
+    return store_cfg
 
 
 def tables(cfg: FeaturesConfig, events: pd.DataFrame, items: pd.DataFrame) -> tuple:
@@ -94,7 +88,7 @@ def test_drop_deletes_every_version_but_the_ones_kept(cfg, drift):
     else:
         import redis
 
-        assert not list(redis.Redis(db=7).scan_iter(match=f"*{made[0].project}*"))
+        assert not list(redis.Redis(db=int(cfg.store.redis.rsplit("db=", 1)[1])).scan_iter(match=f"*{made[0].project}*"))
 
 
 def test_a_load_cut_short_publishes_nothing_and_the_rerun_loads_the_rest(cfg, drift, monkeypatch):

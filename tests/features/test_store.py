@@ -1,7 +1,6 @@
 """Feast on real SQLite and on real Redis + PostgreSQL: batch, online, point-in-time, live."""
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import numpy as np
@@ -20,7 +19,6 @@ from features.store import (
     USER_FEATURES,
     apply,
     build,
-    drop_production,
     historical,
     made_with,
     materialize,
@@ -33,7 +31,7 @@ from features.store import (
     write_tables,
 )
 from features.synthetic import SyntheticConfig, make_drift_dataset
-from flows.config import FeaturesConfig, StoreConfig
+from flows.config import FeaturesConfig
 
 PARAMS = FeaturesConfig()
 
@@ -41,19 +39,6 @@ PARAMS = FeaturesConfig()
 @pytest.fixture(scope="module")
 def drift():
     return make_drift_dataset(SyntheticConfig(n_users=40, n_items=60, events_per_user=30, seed=5))
-
-
-@pytest.fixture(params=["local", "production"])
-def store_cfg(request, tmp_path):
-    """A store of its own: SQLite under tmp_path, or a fresh project, Redis db and PG schema."""
-    name = f"t{uuid.uuid4().hex[:10]}"
-    cfg = StoreConfig(
-        profile=request.param, project=name, local_dir=tmp_path / "feast",
-        redis="127.0.0.1:6379,db=3", postgres_schema=name,
-    )
-    yield FeaturesConfig(out_dir=tmp_path / "features", profiles_dir=tmp_path / "profiles", store=cfg)
-    if request.param == "production":
-        drop_production(cfg)
 
 
 def seconds(stamps: pd.Series) -> np.ndarray:
