@@ -25,8 +25,10 @@ def client(trained, tmp_path_factory):
     registry = Registry(params.train.registry_dir)
     tag = registry.champion()
     write_bundle(params, tag, registry.info(tag), folder / "bundle")
-    os.environ.update(DECAYREC_BUNDLE=str(folder / "bundle"), DECAYREC_EVENTS_LOG=str(folder / "events.jsonl"),
-                      DECAYREC_METRICS="false")
+    env = {"DECAYREC_BUNDLE": str(folder / "bundle"), "DECAYREC_EVENTS_LOG": str(folder / "events.jsonl"),
+           "DECAYREC_METRICS": "false"}
+    before = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)  # read when the service module loads, below
     from serving.service import Recommender
 
     # The service tunes its process (GC, threads); this one runs other tests after.
@@ -36,6 +38,9 @@ def client(trained, tmp_path_factory):
             yield SimpleNamespace(post=http.post, get=http.get, events_log=folder / "events.jsonl", params=params,
                                   events=pd.read_parquet(folder / "bundle" / "events.parquet"))
     finally:
+        # Later tests start bentos of their own from this process's environment.
+        for name, value in before.items():
+            os.environ.pop(name) if value is None else os.environ.update({name: value})
         gc.unfreeze()
         gc.set_threshold(*threshold)
         if blas:
