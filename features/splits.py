@@ -125,16 +125,18 @@ def split_p0(
     return _partition(_take(shuffled, grouped), part)
 
 
-def split_stats(parts: Mapping[str, pd.DataFrame]) -> dict[str, dict[str, object]]:
+def split_stats(parts: Mapping[str, pd.DataFrame], repeats: bool = False) -> dict[str, dict[str, object]]:
     """JSON-serialisable description of split parts.
 
     Per part: ``rows``, ``users``, ``items``, ``first_timestamp`` and ``last_timestamp``
     (ISO 8601, None for an empty part). Valid and test also get ``evaluable_users``: users
     with at least one event in the fitting data (train for valid, train + valid for test) and
-    at least one item in the part they have not met in the fitting data.
+    at least one item in the part that the fitting data knows and (unless ``repeats``) they
+    have not met in it: the users ``models.protocols.encode`` evaluates.
 
     Args:
         parts: ``{"train", "valid", "test"}`` frames as returned by the split functions.
+        repeats: ``data.repeats``: a user's own past items count as ground truth.
 
     Returns:
         ``{part: {stat: value}}`` made of plain ints, strings and None.
@@ -142,7 +144,7 @@ def split_stats(parts: Mapping[str, pd.DataFrame]) -> dict[str, dict[str, object
     stats = {name: _part_stats(parts[name]) for name in PARTS}
     fitting = {"valid": parts["train"], "test": pd.concat([parts["train"], parts["valid"]])}
     for name, fit in fitting.items():
-        stats[name]["evaluable_users"] = _evaluable_users(fit, parts[name])
+        stats[name]["evaluable_users"] = _evaluable_users(fit, parts[name], repeats)
     return stats
 
 
@@ -248,7 +250,7 @@ def _part_stats(part: pd.DataFrame) -> dict[str, object]:
     }
 
 
-def _evaluable_users(fit: pd.DataFrame, part: pd.DataFrame) -> int:
+def _evaluable_users(fit: pd.DataFrame, part: pd.DataFrame, repeats: bool) -> int:
     n_fit = len(fit)
     users, user_ids = pd.factorize(_concat_column(fit, part, "user_id"))
     items, item_ids = pd.factorize(_concat_column(fit, part, "item_id"))
@@ -256,9 +258,12 @@ def _evaluable_users(fit: pd.DataFrame, part: pd.DataFrame) -> int:
     pairs, pair_ids = pd.factorize(users.astype(np.int64) * max(len(item_ids), 1) + items)
     # Dense codes let boolean lookups replace np.isin, which is slow on large arrays.
     fitted_user = _marked(users[:n_fit], len(user_ids))
+    fitted_item = _marked(items[:n_fit], len(item_ids))
     fitted_pair = _marked(pairs[:n_fit], len(pair_ids))
     part_users, part_pairs = users[n_fit:], pairs[n_fit:]
-    evaluable = fitted_user[part_users] & ~fitted_pair[part_pairs]
+    evaluable = fitted_user[part_users] & fitted_item[items[n_fit:]]
+    if not repeats:
+        evaluable &= ~fitted_pair[part_pairs]
     return int(_marked(part_users[evaluable], len(user_ids)).sum())
 
 

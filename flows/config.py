@@ -79,6 +79,10 @@ class DataConfig(_Strict):
     tmdb: Literal["auto", "off"] = "off"
     max_tags_per_item: int = 20
     interim_dir: Path = Path("data/interim")
+    # Whether a user's own past items may be recommended again: evaluation counts them as
+    # hits, training keeps them among candidates, serving returns them. A shop's customers
+    # rebuy; nobody rates a film twice.
+    repeats: bool = False
     tabular: TabularConfig = TabularConfig()
     shop: ShopSettings = ShopSettings()
 

@@ -133,7 +133,7 @@ def split_step(params: Params) -> dict:
         for protocol in cfg.protocols:
             log.info("split: %s", protocol)
             parts = split_events(events, protocol, params)
-            stats = split_stats(parts)
+            stats = split_stats(parts, params.data.repeats)
             write_splits(parts, stats, out / protocol)
             summary[protocol] = stats
     for warning in few_evaluable(summary, cfg.min_evaluable_users):
@@ -185,7 +185,7 @@ def evaluate_step(params: Params, protocols: list[str] | None = None) -> dict:
     results = {}
     for protocol in protocols:
         parts = load_parts(params.split.out_dir, protocol)
-        results[protocol] = evaluate_protocol(tasks(protocol, parts), items, cfg, vectors)
+        results[protocol] = evaluate_protocol(tasks(protocol, parts, params.data.repeats), items, cfg, vectors)
     metrics = write_report(results, params.data.dataset, cfg.out_dir, cfg.k[0])
     log.info("evaluate: report in %s", cfg.out_dir)
     return metrics
@@ -286,14 +286,14 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
     vectors = item_vectors(params)
     outcomes, sequences, baselines, test_tasks = {}, {}, {}, {}
     for protocol in protocols:
-        parts = load_parts(params.split.out_dir, protocol)
-        test_tasks[protocol] = tasks(protocol, parts)["test"]
-        outcomes[protocol] = run(protocol, parts, items, vectors, params.features, params.evaluate.segments, cfg)
+        phases = tasks(protocol, load_parts(params.split.out_dir, protocol), params.data.repeats)
+        test_tasks[protocol] = phases["test"]
+        outcomes[protocol] = run(phases, items, vectors, params.features, params.evaluate.segments, cfg)
         write_trials(outcomes[protocol], cfg.out_dir)
         if cfg.sequence.enabled:
-            sequences[protocol] = run_sequence(protocol, parts, items, vectors, params.evaluate.segments, cfg)
+            sequences[protocol] = run_sequence(phases, items, vectors, params.evaluate.segments, cfg)
         log.info("train: %s baselines for comparison", protocol)
-        baselines[protocol] = evaluate_protocol(tasks(protocol, parts), items, params.evaluate)
+        baselines[protocol] = evaluate_protocol(phases, items, params.evaluate)
 
     primary = outcomes[protocols[0]]
     challenger = sequences.get(primary.protocol)

@@ -16,8 +16,8 @@ from models import metrics
 SOURCES = ("cf", "ease", "lm", "pop")
 
 
-def top_unseen(scores: np.ndarray, seen: sp.csr_matrix, n: int) -> np.ndarray:
-    """Per row, the ``n`` best columns not in ``seen`` (``metrics.top_k``: ties by index)."""
+def top_unseen(scores: np.ndarray, seen: sp.csr_matrix | None, n: int) -> np.ndarray:
+    """Per row, the ``n`` best columns not in ``seen`` (None: any; ``metrics.top_k``: ties by index)."""
     return metrics.top_k(np.asarray(scores, dtype=np.float32), seen, n)
 
 

@@ -1,11 +1,14 @@
-"""Every model by name: the classical baselines and the models that read item text vectors."""
+"""Every model by name: the classical baselines, the repeat baseline and the models that read
+item text vectors."""
 from __future__ import annotations
 
 from models.baselines import MODELS as BASELINES
 from models.baselines import Recommender
 from models.lm_score import DecayedCFWithLM, ItemVectors, LMScore
+from models.repeat import OwnItems
 
-MODELS: dict[str, type[Recommender]] = {**BASELINES, LMScore.name: LMScore, DecayedCFWithLM.name: DecayedCFWithLM}
+MODELS: dict[str, type[Recommender]] = {**BASELINES, OwnItems.name: OwnItems, LMScore.name: LMScore,
+                                        DecayedCFWithLM.name: DecayedCFWithLM}
 
 
 def needs_vectors(name: str) -> bool:

@@ -2,6 +2,8 @@
 
 P1 and P2 tune on validation with models fit on train, then refit on train + validation for
 test. P0 follows RecBole: fit on train only, and at test time hide train AND validation items.
+Where a data set repeats (``data.repeats``: a shop's rebuys), nothing is hidden and an item
+bought again is a hit like any other.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ class Task:
     fit: pd.DataFrame
     truth: pd.DataFrame
     hidden: pd.DataFrame  # events whose items are excluded from the user's ranking
+    repeats: bool = False  # True: ``hidden`` is ignored; a user's own past items may be ranked and hit
 
 
 def load_parts(split_dir: Path, protocol: str) -> dict[str, pd.DataFrame]:
@@ -31,13 +34,13 @@ def load_parts(split_dir: Path, protocol: str) -> dict[str, pd.DataFrame]:
     return {part: pd.read_parquet(folder / f"{part}.parquet") for part in ("train", "valid", "test")}
 
 
-def tasks(protocol: str, parts: dict[str, pd.DataFrame]) -> dict[str, Task]:
+def tasks(protocol: str, parts: dict[str, pd.DataFrame], repeats: bool = False) -> dict[str, Task]:
     train, valid, test = parts["train"], parts["valid"], parts["test"]
     seen = pd.concat([train, valid], ignore_index=True)
     test_fit = train if protocol == "P0" else seen
     return {
-        "valid": Task(protocol, "valid", train, valid, train),
-        "test": Task(protocol, "test", test_fit, test, seen),
+        "valid": Task(protocol, "valid", train, valid, train, repeats),
+        "test": Task(protocol, "test", test_fit, test, seen, repeats),
     }
 
 
@@ -48,7 +51,8 @@ class Target:
     data: Interactions
     rows: np.ndarray  # evaluated users' rows in data
     truth: sp.csr_matrix  # len(rows) x n_items, binary
-    hidden: sp.csr_matrix  # len(rows) x n_items, binary
+    hidden: sp.csr_matrix  # len(rows) x n_items, binary (empty where the data set repeats)
+    repeats: bool = False  # what the task said: models may rank the user's own past items
 
 
 def _pairs_matrix(data: Interactions, events: pd.DataFrame, rows: np.ndarray) -> sp.csr_matrix:
@@ -71,13 +75,14 @@ def _pairs_matrix(data: Interactions, events: pd.DataFrame, rows: np.ndarray) ->
 
 def encode(task: Task) -> Target:
     """Evaluated users: known in the fitting data, with at least one ground-truth item that
-    the fitting data knows and the user has not already seen. Items outside the fitting
-    data cannot be ranked by any model here and are left out of the ground truth."""
+    the fitting data knows and (unless the task repeats) the user has not already seen.
+    Items outside the fitting data cannot be ranked by any model here and are left out of
+    the ground truth."""
     data = Interactions.from_events(task.fit)
     all_rows = np.arange(data.n_users)
     truth = _pairs_matrix(data, task.truth, all_rows)
-    hidden = _pairs_matrix(data, task.hidden, all_rows)
+    hidden = _pairs_matrix(data, task.hidden.iloc[:0] if task.repeats else task.hidden, all_rows)
     truth = truth - truth.multiply(hidden)
     truth.eliminate_zeros()
     rows = np.flatnonzero(np.diff(truth.indptr) > 0)
-    return Target(data, rows, truth[rows], hidden[rows])
+    return Target(data, rows, truth[rows], hidden[rows], task.repeats)

@@ -1,6 +1,6 @@
 """The trainable scorer: an MLP over candidate features and the LM vectors, in torch.
 
-Input per user-item pair: the features of ``models.ranking_data.FEATURES`` (standardised
+Input per user-item pair: the features of ``models.ranking_data.feature_names`` (standardised
 with statistics of the training examples) and the elementwise product of a learnt low-rank
 projection of the user's LM profile and of the item's LM vector, so that the text vectors
 themselves take part without a 384-wide input per pair. Output: one score; a user's
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from flows.config import ScorerSettings
-from models.ranking_data import FEATURES, View
+from models.ranking_data import FEATURES, View, feature_names
 from models.servable import EarlyStopping
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,8 @@ def scores(net: ScorerNet, v: View, batch_users: int = 512) -> np.ndarray:
 def top_items(net: ScorerNet, v: View, k: int) -> np.ndarray:
     """``(len(rows), k)`` item columns, best first, ``-1`` where a row has fewer candidates.
 
-    Candidates never hold an item seen in the history, so this is the full ranking with
-    every unseen non-candidate item below every candidate."""
+    Candidates hold no item the user may not get (``Signals.exclude``), so this is the full
+    ranking with every other non-candidate item below every candidate."""
     from models import metrics
 
     position = metrics.top_k(scores(net, v), None, k)
@@ -120,7 +120,7 @@ def train(
     if not pairs_of:
         raise ValueError("no user has a positive among their candidates: nothing to learn")
     units = np.array(pairs_of, dtype=np.int64)
-    net = ScorerNet(len(FEATURES), learn[0][0].history.item_vectors.shape[1], params.hidden, params.proj, params.dropout)
+    net = ScorerNet(learn[0][0].features.shape[-1], learn[0][0].history.item_vectors.shape[1], params.hidden, params.proj, params.dropout)
     chunks = []
     for i, (v, _) in enumerate(learn):
         users = units[units[:, 0] == i, 1]
@@ -196,12 +196,13 @@ class Scorer:
     net: ScorerNet
     settings: ScorerSettings  # what shaped the net (the searched hyperparameters applied)
     hp: dict  # the searched hyperparameters: candidate sources' too (half-life, EASE, alpha)
+    features: tuple[str, ...] = FEATURES  # its inputs, in order (``ranking_data.feature_names``)
 
     def to_files(self, extra: dict) -> dict[str, bytes]:
         """Safetensors weights and a JSON config (``extra``: more to record, e.g. the LM)."""
         from safetensors.torch import save
 
-        config = {"kind": self.kind, "features": list(FEATURES), "dim": self.net.proj.in_features,
+        config = {"kind": self.kind, "features": list(self.features), "dim": self.net.proj.in_features,
                   "params": self.settings.model_dump(), "hp": self.hp, **extra}
         return {"weights.safetensors": save(self.net.state_dict()), "config.json": json.dumps(config, indent=1).encode()}
 
@@ -211,9 +212,11 @@ class Scorer:
         from safetensors.torch import load
 
         cfg = json.loads(config)
-        if cfg["features"] != list(FEATURES):
-            raise ValueError(f"stored scorer expects features {cfg['features']}, this code makes {list(FEATURES)}")
+        known = [list(feature_names(repeats)) for repeats in (False, True)]
+        if cfg["features"] not in known:
+            raise ValueError(f"stored scorer expects features {cfg['features']}, this code makes {known[0]} (or, "
+                             f"where the data set repeats, {known[1]})")
         p = ScorerSettings(**cfg["params"])
-        net = ScorerNet(len(FEATURES), cfg["dim"], p.hidden, p.proj, p.dropout)
+        net = ScorerNet(len(cfg["features"]), cfg["dim"], p.hidden, p.proj, p.dropout)
         net.load_state_dict(load(weights))
-        return cls(net.eval(), p, cfg.get("hp", {})), cfg
+        return cls(net.eval(), p, cfg.get("hp", {}), tuple(cfg["features"])), cfg

@@ -21,6 +21,8 @@ class Signals:
     """Every item's scores under each source and the users' decayed state, for some users."""
 
     seen: sp.csr_matrix  # (rows, n_items) items in each user's history
+    exclude: sp.csr_matrix | None  # items no candidate may be: ``seen``, or None where the data set repeats
+    own: OwnHistory  # each user's events with each of their items (rebuys: how often, how lately)
     cf: np.ndarray  # (rows, n_items) decayed item-CF, min-max per row
     ease: np.ndarray  # (rows, n_items) EASE, min-max per row
     lm: np.ndarray  # (rows, n_items) cosine of the LM profile and each item
@@ -30,6 +32,31 @@ class Signals:
     user_events: np.ndarray  # (rows,) decayed event count
     user_last: np.ndarray  # (rows,) epoch seconds of the latest event
     now: float  # the moment the state is taken at
+
+
+@dataclass
+class OwnHistory:
+    """Each (user row, item column) pair of a history: its events and the latest one."""
+
+    keys: np.ndarray  # sorted row * n_items + column
+    events: np.ndarray  # events of each pair
+    last: np.ndarray  # epoch seconds of each pair's latest event
+
+    @classmethod
+    def of(cls, hist: Interactions) -> OwnHistory:
+        keys, inverse = np.unique(hist.users.astype(np.int64) * hist.n_items + hist.items, return_inverse=True)
+        last = np.full(len(keys), -np.inf)
+        np.maximum.at(last, inverse, hist.seconds)
+        return cls(keys, np.bincount(inverse, minlength=len(keys)).astype(np.float64), last)
+
+    def at(self, columns: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(events, last)`` of row ``r``'s pair with each of ``columns[r]`` (0 and -inf where none)."""
+        if not len(self.keys):
+            return np.zeros(columns.shape), np.full(columns.shape, -np.inf)
+        wanted = np.arange(len(columns), dtype=np.int64)[:, None] * n_items + columns
+        pos = np.minimum(np.searchsorted(self.keys, wanted), len(self.keys) - 1)
+        hit = (columns >= 0) & (self.keys[pos] == wanted)
+        return np.where(hit, self.events[pos], 0.0), np.where(hit, self.last[pos], -np.inf)
 
 
 @dataclass
@@ -61,14 +88,16 @@ class Sources:
 
 
 def read(hist: Interactions, scores: list[np.ndarray], pop: np.ndarray, user_share: np.ndarray,
-         user_events: np.ndarray, now: float) -> Signals:
+         user_events: np.ndarray, now: float, repeats: bool = False) -> Signals:
     """The signals of ``hist``'s users at ``now``, from ``Sources.scores`` of the same users
-    and their decayed state (interest share, decayed event count; ``pop``: the catalogue's)."""
+    and their decayed state (interest share, decayed event count; ``pop``: the catalogue's).
+    ``repeats`` (``data.repeats``): a user's own past items may be candidates."""
     last = np.full(hist.n_users, -np.inf)
     np.maximum.at(last, hist.users, hist.seconds)
     cf, ease, lm, lm_recent = scores
-    return Signals(seen=hist.matrix(), cf=cf, ease=ease, lm=lm, lm_recent=lm_recent, pop=pop, user_share=user_share,
-                   user_events=user_events, user_last=last, now=now)
+    seen = hist.matrix()
+    return Signals(seen=seen, exclude=None if repeats else seen, own=OwnHistory.of(hist), cf=cf, ease=ease, lm=lm,
+                   lm_recent=lm_recent, pop=pop, user_share=user_share, user_events=user_events, user_last=last, now=now)
 
 
 def latest_items(data: Interactions, m: int) -> np.ndarray:

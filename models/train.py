@@ -32,8 +32,8 @@ from models.baselines import EASE, DecayedItemKNN, DecayedPopularity
 from models.candidates import recall
 from models.evaluate import context, measure, rank
 from models.lm_score import ItemVectors
-from models.protocols import Target, Task, encode, tasks
-from models.ranking_data import History, View, history, positives, view
+from models.protocols import Target, Task, encode
+from models.ranking_data import History, View, feature_names, history, positives, view
 from models.scorer import Scorer, ScorerNet, scores, top_items, train
 from models.servable import Servable
 from models.sequence import SequenceModel
@@ -91,7 +91,7 @@ def phase(task: Task, items: pd.DataFrame, vectors: ItemVectors, features_cfg, s
     inner = []
     for window in range(1, settings.label_windows + 1):
         earlier, labels = inner_split(task.protocol, task.fit, settings.label_share, window)
-        target = encode(Task(task.protocol, f"inner{window}", earlier, labels, earlier))
+        target = encode(Task(task.protocol, f"inner{window}", earlier, labels, earlier, task.repeats))
         inner.append((history(earlier, items, vectors, features_cfg), target))
     outer = history(task.fit, items, vectors, features_cfg)
     return Phase(inner, outer, encode(task))
@@ -105,7 +105,7 @@ def views(p: Phase, hp: dict, settings: TrainConfig) -> tuple[list[tuple[View, n
         cf = DecayedItemKNN(k=settings.knn_k, half_life_days=hp["half_life_days"]).fit(h.data)
         ease = EASE(reg=hp["ease_reg"], max_items=settings.ease_max_items).fit(h.data)
         pop = DecayedPopularity(half_life_days=settings.pop_half_life_days).fit(h.data)
-        return view(h, target.rows, cf, ease, pop, hp["alpha"], settings.candidates)
+        return view(h, target.rows, cf, ease, pop, hp["alpha"], settings.candidates, target.repeats)
 
     learn = []
     for h, target in p.inner:
@@ -182,10 +182,11 @@ def p99_ms(net: ScorerNet, v: View, n: int, seed: int = 0) -> float:
     return float(np.percentile(times, 99)) if times else float("nan")
 
 
-def run(protocol: str, parts: dict[str, pd.DataFrame], items: pd.DataFrame, vectors: ItemVectors,
-        features_cfg, segments, settings: TrainConfig) -> Outcome:
-    """Search on validation, refit on train + validation, measure on test."""
-    phases = tasks(protocol, parts)
+def run(phases: dict[str, Task], items: pd.DataFrame, vectors: ItemVectors, features_cfg, segments,
+        settings: TrainConfig) -> Outcome:
+    """Search on validation, refit on train + validation, measure on test (``phases``: a
+    protocol's ``models.protocols.tasks``)."""
+    protocol = phases["test"].protocol
     started = time.perf_counter()
     valid = phase(phases["valid"], items, vectors, features_cfg, settings)
     log.info("%s: validation histories ready in %.1fs; searching %d trial(s)", protocol, time.perf_counter() - started, settings.trials)
@@ -196,7 +197,8 @@ def run(protocol: str, parts: dict[str, pd.DataFrame], items: pd.DataFrame, vect
     overall, segs, rank = measure_net(net, hp, test, items, segments, settings, rank)
     candidate_recall = {"valid": valid_recall, "test": recall(rank.items, test.target.truth)}
     log.info("%s scorer: test ndcg@10 %.4f (candidate recall %.3f)", protocol, overall["ndcg_at_10"], candidate_recall["test"])
-    return Outcome(protocol, Scorer(net, scorer_params(hp, settings.scorer), hp), hp, valid_score, overall, segs, stats,
+    scorer = Scorer(net, scorer_params(hp, settings.scorer), hp, feature_names(phases["test"].repeats))
+    return Outcome(protocol, scorer, hp, valid_score, overall, segs, stats,
                    len(test.target.rows), trials=trials, candidate_recall=candidate_recall, test_phase=test)
 
 
@@ -217,12 +219,11 @@ def ranked_ndcg(model, target: Target, k: int = 10) -> float:
     return float(np.nanmean(metrics.ranking_metrics(top, target.truth, k)["ndcg"]))
 
 
-def run_sequence(protocol: str, parts: dict[str, pd.DataFrame], items: pd.DataFrame, vectors: ItemVectors,
-                 segments, settings: TrainConfig) -> Outcome:
+def run_sequence(phases: dict[str, Task], items: pd.DataFrame, vectors: ItemVectors, segments,
+                 settings: TrainConfig) -> Outcome:
     """Train on the validation phase's fitting data (early stopping on its NDCG@10), then
     rank test from train + validation with the same weights."""
-    p = settings.sequence
-    phases = tasks(protocol, parts)
+    p, protocol = settings.sequence, phases["test"].protocol
     valid, test = encode(phases["valid"]), encode(phases["test"])
     log.info("%s: sequence model on %s users' last %d events", protocol, f"{valid.data.n_users:,}", p.max_len)
     model = SequenceModel(item_vectors=vectors, params=p)

@@ -41,10 +41,11 @@ log = logging.getLogger(__name__)
 ID_TYPES = {"int": int, "str": str}  # data.tabular.ids -> the Python type of an id at the edges
 
 REASONS = {
-    "cf": "because you watched {item}",
-    "ease": "people who watched what you watched also watched it",
+    "cf": "because of {item}",
+    "ease": "people with your history chose it too",
     "lm": "its description is close to {item}",
     "pop": "popular right now",
+    "again": "you have had it {times} before",
 }
 
 
@@ -276,15 +277,16 @@ class Engine:
             bounds = np.searchsorted(hist.users, np.arange(len(group) + 1))
             timings = {"online_read": round((read - started) * 1000, 2), **_since(read, "score")}
             for r, (i, ask, ranked) in enumerate(zip(members, group, lists)):
-                seen = np.unique(hist.items[bounds[r] : bounds[r + 1]])
+                seen, times = np.unique(hist.items[bounds[r] : bounds[r + 1]], return_counts=True)
                 items = [Recommendation(self.item_keys[c], self.titles.get(self.item_keys[c], str(self.item_keys[c])),
-                                        score, source, self.reason(why, seen, c)) for c, score, source, why in ranked]
+                                        score, source, self.reason(why, seen, c, times)) for c, score, source, why in ranked]
                 out[i] = Answer(ask.user_id, items, degraded=stale, model=self.bundle.model, timings_ms=timings,
                                 batch=len(members), as_of=now)
         return out
 
     def _seen(self, user_id: int) -> set[int]:
-        found = self.histories.get(self.user_key(user_id))
+        """The ids a fallback must not offer the user: their own items, unless the data set repeats."""
+        found = None if self.params.data.repeats else self.histories.get(self.user_key(user_id))
         return set() if found is None else {self.item_keys[c] for c in np.unique(found[0])}
 
     def item_features(self, now: float) -> tuple[np.ndarray, np.ndarray]:
@@ -303,9 +305,13 @@ class Engine:
         self._item_cache = (now, (short, long))
         return short, long
 
-    def reason(self, source: str, seen: np.ndarray, column: int) -> str:
-        """A short reason: the user's item (of ``seen`` columns) that led to it, by CF
-        similarity or by text."""
+    def reason(self, source: str, seen: np.ndarray, column: int, times: np.ndarray | None = None) -> str:
+        """A short reason: the user's own item again (``seen``: their sorted item columns,
+        ``times``: their events with each), or the item that led to it, by CF similarity or by text."""
+        at = np.searchsorted(seen, column)
+        if at < len(seen) and seen[at] == column:
+            count = 1 if times is None else int(times[at])
+            return REASONS["again"].format(times="once" if count == 1 else f"{count} times")
         if source not in ("cf", "lm"):
             return REASONS[source]
         if source == "cf":

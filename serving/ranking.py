@@ -20,7 +20,7 @@ from features.lm_profile import unit_profiles
 from models.baselines import EASE
 from models.candidates import SOURCES
 from models.interactions import Interactions
-from models.ranking_data import candidates
+from models.ranking_data import candidates, feature_names
 from models.signals import Signals, Sources, read, select
 from serving.signal_cache import SignalCache
 
@@ -32,6 +32,10 @@ class ScorerRanking:
         import torch
 
         self.engine, self.net, self._torch = engine, model.net, torch
+        wanted = feature_names(engine.params.data.repeats)
+        if model.features != wanted:
+            raise ValueError(f"the champion scores features {list(model.features)}, but this bundle's data set (data.repeats: "
+                             f"{str(engine.params.data.repeats).lower()}) makes {list(wanted)}: retrain it on this data set")
         hp, train = engine.bundle.hp, engine.train
         ease = EASE(reg=float(hp["ease_reg"]), max_items=train.ease_max_items).fit(data)
         self.sources = Sources(engine.knn, ease, engine.unit_vectors, train.candidates.recent_items)
@@ -63,7 +67,8 @@ class ScorerRanking:
 
         scores = self.signal_cache.rows(users, current, profile, len(e.item_ids), compute)
         # Popularity decayed to ``now`` would not change its order: it is read as it stands.
-        return read(hist, scores, e.pop.astype(np.float32), stored_shares(stored, len(e.categories)), events, now)
+        return read(hist, scores, e.pop.astype(np.float32), stored_shares(stored, len(e.categories)), events, now,
+                    e.params.data.repeats)
 
     def scored_candidates(self, hist: Interactions, stored: dict[str, list], now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(item columns, sources, scores)``, each ``(users, width)``: every user's
@@ -107,8 +112,9 @@ class ScorerRanking:
         if not len(hit):
             return {"model_score": None, "rank": None, "source": None, "reason": "not among the user's candidates"}
         j = int(hit[0])
+        seen, times = np.unique(hist.items, return_counts=True)
         return {"model_score": round(float(scores[j]), 4), "rank": int((scores > scores[j]).sum()) + 1,
-                "source": SOURCES[source[j]], "reason": self.engine.reason(SOURCES[source[j]], np.unique(hist.items), column)}
+                "source": SOURCES[source[j]], "reason": self.engine.reason(SOURCES[source[j]], seen, column, times)}
 
 
 class SequenceRanking:
@@ -117,13 +123,15 @@ class SequenceRanking:
         self._lock = threading.Lock()  # bind() points the shared model at one user's history
 
     def rank(self, hist: Interactions, stored: dict[str, list], asks: list, now: float) -> list[list[Ranked]]:
-        """Each ask's top ``k`` unseen items of the whole catalogue (minus ``exclude``)."""
+        """Each ask's top ``k`` items of the whole catalogue (minus ``exclude``, and minus the
+        user's own items unless the data set repeats)."""
         return [self._one(select(hist, np.array([r])), ask.k, ask.exclude) for r, ask in enumerate(asks)]
 
     def _one(self, hist: Interactions, k: int, exclude: frozenset[int]) -> list[Ranked]:
         with self._lock:
             scores = self.model.bind(hist).score(np.array([0]))[0].astype(np.float64)
-        scores[np.unique(hist.items)] = -np.inf
+        if not self.engine.params.data.repeats:
+            scores[np.unique(hist.items)] = -np.inf
         excluded = self.engine.columns(exclude)
         scores[excluded[excluded >= 0]] = -np.inf
         top = np.argsort(-scores, kind="stable")[:k]

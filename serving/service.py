@@ -8,7 +8,8 @@ built from params.yaml (``serving.schemas``), so /openapi.json states every limi
 ``serving.edge`` gives every 4xx one bounded shape and refuses oversized bodies before
 parsing. It binds 127.0.0.1 unless told otherwise (``--host``), and /events takes writes only
 with the token in ``serving.token_env``'s variable, when that is set. BentoML adds /livez,
-/readyz and /metrics. The module's top level stays light: ``bentoml build`` and every
+/readyz and /metrics, and BentoML's own clients call the POST routes by name
+(``serving.client_schema``). The module's top level stays light: ``bentoml build`` and every
 worker import it.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ from fastapi.responses import HTMLResponse, Response
 from flows.config import Params
 from serving import answers, openapi
 from serving.batching import Batcher
+from serving.client_schema import ClientSchema
 from serving.edge import documented, install, raising_http, token_guard
 from serving.schemas import request_models
 from serving.worker import limit_threads, settle
@@ -186,3 +188,7 @@ class Recommender:
     @app.get("/", operation_id="demo", response_class=HTMLResponse)
     def demo(self) -> str:
         return (STATIC / "demo.html").read_text()
+
+
+# BentoML's clients (bentoml.SyncHTTPClient(url).recommend(...)) find the routes above here.
+Recommender.add_asgi_middleware(ClientSchema, bentoml_schema=Recommender.schema, openapi=app.openapi)

@@ -232,8 +232,8 @@ def test_p0_partitions_the_rows_it_keeps(rows: list[tuple[int, int, int]], core:
 
 def hand_parts() -> dict[str, pd.DataFrame]:
     return {
-        # users 1 and 2 have history; user 3 has none
-        "train": events([(1, 100, 10), (1, 101, 20), (2, 100, 30)]),
+        # users 1 and 2 have history; user 3 has none; user 4 makes items 102-104 known
+        "train": events([(4, 102, 1), (4, 103, 2), (4, 104, 3), (1, 100, 10), (1, 101, 20), (2, 100, 30)]),
         # 1 meets a new item (evaluable); 2 only repeats; 3 has no history
         "valid": events([(1, 102, 40), (2, 100, 50), (3, 100, 60)]),
         # 1 only repeats a train item; 2 meets a new one; 3 now has history (valid) and a new item
@@ -257,10 +257,23 @@ def test_split_stats_on_hand_case() -> None:
     json.dumps(stats)
 
 
+def test_split_stats_count_rebuys_where_the_data_set_repeats() -> None:
+    # data.repeats: user 2's second 100 (valid) and user 1's second 101 (test) are ground truth.
+    stats = split_stats(hand_parts(), repeats=True)
+    assert (stats["valid"]["evaluable_users"], stats["test"]["evaluable_users"]) == (2, 3)
+
+
+def test_split_stats_leave_out_items_the_fitting_data_never_met() -> None:
+    # No model can rank item 200: user 1 is not evaluable on it, repeats or not.
+    parts = {"train": events([(1, 100, 1)]), "valid": events([(1, 200, 2)]), "test": events([(1, 100, 3)])}
+    assert split_stats(parts)["valid"]["evaluable_users"] == 0
+    assert split_stats(parts, repeats=True)["valid"]["evaluable_users"] == 0
+
+
 def test_split_stats_test_fitting_data_includes_valid() -> None:
     # The test item was met in valid: not new, so user 1 is not evaluable on test.
     parts = {
-        "train": events([(1, 100, 1)]),
+        "train": events([(2, 101, 0), (1, 100, 1)]),
         "valid": events([(1, 101, 2)]),
         "test": events([(1, 101, 3)]),
     }

@@ -598,3 +598,23 @@ def test_the_similarity_cache_keeps_to_its_byte_budget(monkeypatch: pytest.Monke
         similarity_of(data, ("test",), lambda: np.zeros(20, np.float32))  # 80 bytes each
     assert len(baselines._similarities) == 1
     assert similarity_of(kept[-1], ("test",), lambda: pytest.fail("recomputed")) is not None
+
+
+def test_own_items_ranks_the_users_own_items_most_and_latest_first_then_the_crowd():
+    from models.factory import make
+
+    day = 86_400
+    events = pd.DataFrame({
+        "user_id": [1, 1, 1, 1, 2, 2, 3],
+        "item_id": [10, 10, 11, 12, 13, 13, 13],
+        "event_type": "purchase", "value": 1.0,
+        # user 1: 10 twice long ago, 11 once lately, 12 once long ago; 13 is the crowd's favourite
+        "timestamp": pd.to_datetime([0, day, 100 * day, 2 * day, 99 * day, 100 * day, 100 * day], unit="s", utc=True),
+    })
+    data = Interactions.from_events(events)
+    model = make("own_items", half_life_days=30.0).fit(data)
+    scores = model.score(data.rows_of(np.array([1, 3])))
+    order = [data.item_ids[c] for c in np.argsort(-scores[0], kind="stable")]
+    assert order == [11, 10, 12, 13]  # own, the latest first; then the crowd
+    assert [data.item_ids[c] for c in np.argsort(-scores[1], kind="stable")][0] == 13
+    assert scores[1][data.columns_of(np.array([10]))[0]] < 1.0 <= scores[1][data.columns_of(np.array([13]))[0]]

@@ -56,6 +56,16 @@ def test_encode_keeps_only_rankable_unseen_truth_of_known_users():
     assert target.hidden.toarray().tolist() == [[0.0, 1.0]]
 
 
+def test_where_the_data_set_repeats_a_rebought_item_is_truth_and_nothing_is_hidden():
+    fit = frame([(1, 10, 1), (1, 11, 2), (2, 11, 3)])
+    truth = frame([(1, 10, 5), (1, 12, 6), (2, 10, 7), (2, 11, 8)])
+    target = encode(Task("P1", "test", fit, truth, fit, repeats=True))
+    assert target.repeats and target.hidden.nnz == 0
+    assert target.data.user_ids[target.rows].tolist() == [1, 2]
+    assert target.truth.toarray().tolist() == [[1.0, 0.0], [1.0, 1.0]]
+    assert all(task.repeats for task in tasks("P1", split_p1(fit), repeats=True).values())
+
+
 def test_p0_test_hides_validation_items_and_fits_on_train_only():
     parts = {"train": frame([(1, 10, 1)]), "valid": frame([(1, 11, 2)]), "test": frame([(1, 12, 3)])}
     p0, p1 = tasks("P0", parts), tasks("P1", parts)

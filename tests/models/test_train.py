@@ -149,7 +149,7 @@ def test_more_label_windows_give_more_users_to_learn_from(drift, vectors):
 
 
 def test_run_searches_on_validation_and_reports_test_metrics(drift, vectors):
-    outcome = run("P2", split_p2(drift.events), drift.items, vectors, FeaturesConfig(), EvaluateConfig().segments, SETTINGS)
+    outcome = run(tasks("P2", split_p2(drift.events)), drift.items, vectors, FeaturesConfig(), EvaluateConfig().segments, SETTINGS)
     assert len(outcome.trials) == 2 and outcome.trials[0]["half_life_days"] == 7.0  # the defaults go first
     assert outcome.valid == pytest.approx(max(t["valid_ndcg_at_10"] for t in outcome.trials), abs=1e-4)
     assert 1 <= outcome.params["epochs"] <= SETTINGS.scorer.max_epochs

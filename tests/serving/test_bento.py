@@ -46,6 +46,30 @@ def test_every_endpoint_answers_over_http(served):
     assert events["model"] == served["summary"]["model"]
 
 
+def test_bentomls_own_client_calls_every_post_endpoint_by_name(served):
+    import bentoml
+    from bentoml.exceptions import BentoMLException
+
+    base = served["base"]
+    with bentoml.SyncHTTPClient(base, token=WRITE_TOKEN) as client:
+        assert {"recommend", "explain", "similar", "events"} <= set(client.endpoints)
+        recs = client.recommend(user_id=3, k=5)
+        assert len(recs["items"]) == 5 and recs["user_id"] == 3 and not recs["fallback"]
+        item = recs["items"][0]["item_id"]
+        assert client.explain(user_id=3, item_id=item)["item_id"] == item
+        assert len(client.similar(item_id=item, k=3)["lm"]) == 3
+        now = client.request("GET", "/version").json()["now"]
+        event = {"user_id": 3, "item_id": item, "event_type": "rating", "value": 4.0, "timestamp": now}
+        assert client.events([event])["accepted"] == 1
+        assert item not in [r["item_id"] for r in client.recommend(user_id=3, k=5)["items"]]
+        with pytest.raises(BentoMLException) as refused:  # the routes' own validation: no coercion
+            client.recommend(user_id="3", k=5)
+        assert refused.value.error_code == 422
+    with bentoml.SyncHTTPClient(base) as anonymous, pytest.raises(BentoMLException) as unauthorised:
+        anonymous.events([event])
+    assert unauthorised.value.error_code == 401
+
+
 def test_concurrent_recommendations_are_batched_and_answered_as_one_by_one(served):
     base = served["base"]
     users = list(range(2, 10))

@@ -79,6 +79,58 @@ def test_a_known_user_gets_k_unseen_items_with_reasons(engine):
     assert not set(ids[:3]) & {r.item_id for r in excluded.items}
 
 
+def test_where_the_data_set_repeats_own_items_are_candidates_with_the_features_training_gives(trained, tmp_path):
+    """data.repeats: a user's own past items join their candidates, in serving as in
+    training's view, with their own-history features; a fallback may offer them too."""
+    from flows.config import load_params
+    from models.baselines import EASE, DecayedItemKNN, DecayedPopularity
+    from models.ranking_data import candidates, feature_names, history, view
+
+    served = engine_for(trained, tmp_path)
+    # The fixture's scorer was trained without repeats; the candidates and their features
+    # are the engine's own work, read under the data set's setting at each request.
+    served.params = served.params.model_copy(update={"data": served.params.data.model_copy(update={"repeats": True})})
+    params, hp = load_params(trained), served.bundle.hp
+    settings = params.train
+    h = history(served.bundle.events, served.bundle.items, served.vectors, params.features)
+    rows = np.arange(0, h.data.n_users, max(1, h.data.n_users // 5))
+    v = view(h, rows, DecayedItemKNN(k=settings.knn_k, half_life_days=hp["half_life_days"]).fit(h.data),
+             EASE(reg=hp["ease_reg"], max_items=settings.ease_max_items).fit(h.data),
+             DecayedPopularity(half_life_days=settings.pop_half_life_days).fit(h.data), hp["alpha"], settings.candidates, repeats=True)
+    users = [int(u) for u in h.data.user_ids[rows]]
+    short, long = served.item_features(served.now)
+    items, _, features = candidates(served.ranker.signals(served.histories_of(users), served.online_users(users), served.now),
+                                    served.item_share, short, long, served.ranker.alpha, settings.candidates)
+    own = feature_names(True).index("own_events")
+    again = 0
+    for r, user in enumerate(users):
+        assert np.array_equal(items[r], v.items[r]), f"user {user}: candidates differ"
+        np.testing.assert_allclose(features[r], v.features[r], rtol=1e-4, atol=1e-5, err_msg=f"user {user}")
+        mine = np.isin(items[r], np.unique(served.history(user).items))
+        assert (features[r][mine, own] > 0).all() and (features[r][~mine, own] == 0).all()
+        again += int(mine.sum())
+    assert again > 0  # some of the users' own items are among their candidates
+    user = users[0]
+    mine = set(served.bundle.events.loc[served.bundle.events["user_id"] == user, "item_id"])
+    assert served._seen(user) == set()  # an outage's fallback would not hide them
+    column = int(served.history(user).items[0])
+    seen, times = np.unique(served.history(user).items, return_counts=True)
+    assert served.reason("cf", seen, column, times).startswith("you have had it")
+    assert served.item_keys[column] in mine
+
+
+def test_a_scorer_trained_where_items_repeat_is_refused_by_a_bundle_where_they_do_not(engine):
+    from dataclasses import replace
+
+    from models.interactions import Interactions
+    from models.ranking_data import feature_names
+    from serving.ranking import ScorerRanking
+
+    rebuyer = replace(engine.model, features=feature_names(True))
+    with pytest.raises(ValueError, match=r"data.repeats: false\) makes .*retrain it on this data set"):
+        ScorerRanking(engine, rebuyer, Interactions.from_events(engine.bundle.events))
+
+
 def test_a_batch_answers_each_request_as_it_would_be_answered_alone(engine):
     """Known users (one twice, with other k and exclude), an unknown user, and a request
     dated before the service clock: each gets its own answer, or its own error."""
