@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pandas as pd
 
 from features.contract import epoch_seconds
+from features.data_docs import prune, render_offline
 from features.errors import Problem, ValidationFailed
 from features.ids import RULES, TYPE_NAMES, kind_of
 
@@ -48,15 +50,15 @@ class Validated:
     docs: str | None = None
 
 
-def _context(docs_dir: Path):
+def _context(docs_dir: Path, keep_runs: int):
     # GE reads these at import; it must neither phone home nor draw progress bars in logs.
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    # A fresh project per run: the Data Docs describe this run, and the results store does not
-    # grow (GE re-renders every stored result on each docs build).
-    shutil.rmtree(docs_dir / "gx", ignore_errors=True)
+    # One project across runs: the Data Docs list past runs, the newest keep_runs of them
+    # (with this one), so that the store GE re-renders on each build stays small.
+    prune(docs_dir, keep_runs - 1)
     docs_dir.mkdir(parents=True, exist_ok=True)
     context = gx.get_context(mode="file", project_root_dir=str(docs_dir))
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
@@ -137,9 +139,11 @@ def items_rules(cfg: ValidationConfig, kind: str = "int") -> list:
     ]
 
 
-def run_rules(context, table: str, frame: pd.DataFrame, rules: list) -> tuple[list[RuleResult], str | None]:
-    """Run a suite through a checkpoint (which also updates the Data Docs)."""
+def run_rules(context, table: str, frame: pd.DataFrame, rules: list, run_name: str = "validate") -> tuple[list[RuleResult], str | None]:
+    """Run a suite through a checkpoint (which also updates the Data Docs, then made
+    readable offline: ``features.data_docs``)."""
     import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
 
     source = context.data_sources.add_or_update_pandas(f"{table}_source")
     asset = source.add_dataframe_asset(table)
@@ -156,7 +160,7 @@ def run_rules(context, table: str, frame: pd.DataFrame, rules: list) -> tuple[li
             result_format={"result_format": "COMPLETE", "include_unexpected_rows": False},
         )
     )
-    outcome = checkpoint.run(batch_parameters={"dataframe": frame})
+    outcome = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
     results = []
     for run in outcome.run_results.values():
         for item in run.results:
@@ -170,7 +174,10 @@ def run_rules(context, table: str, frame: pd.DataFrame, rules: list) -> tuple[li
                 count = 0 if item.success else max(len(rows), 1)
             results.append(RuleResult(config.meta["rule"], column, bool(item.success), int(count), rows))
     docs = context.get_docs_sites_urls()
-    return results, docs[0]["site_url"] if docs else None
+    if not docs:
+        return results, None
+    render_offline(Path(url2pathname(urlparse(docs[0]["site_url"]).path)))
+    return results, docs[0]["site_url"]
 
 
 def _problems(results: list[RuleResult], frame: pd.DataFrame, source: dict, examples: int) -> list[Problem]:
@@ -216,9 +223,10 @@ def _check(
     rules: list,
     source: dict,
     cfg: ValidationConfig,
+    run_name: str,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None, str | None]:
     """Validate one table: passes, quarantines a few rows, or raises ValidationFailed."""
-    results, docs = run_rules(context, table, view, rules)
+    results, docs = run_rules(context, table, view, rules, run_name)
     problems = _problems(results, view, source, cfg.example_rows)
     if not problems:
         return frame, None, docs
@@ -257,24 +265,25 @@ def items_view(items: pd.DataFrame) -> pd.DataFrame:
 
 
 def validate_tables(ingested: Ingested, cfg: ValidationConfig, now: datetime | None = None,
-                    event_types: list[str] | None = None) -> Validated:
+                    event_types: list[str] | None = None, run_name: str = "validate") -> Validated:
     """Validate items, then events against the surviving catalogue (and, given
-    ``event_types``, against the event types the features weigh).
+    ``event_types``, against the event types the features weigh); ``run_name`` names the
+    run in the Data Docs.
 
     Raises:
         ValidationFailed: with a readable summary; nothing has been written.
     """
     now = now or datetime.now(timezone.utc)
-    context = _context(Path(cfg.docs_dir))
+    context = _context(Path(cfg.docs_dir), cfg.docs_keep_runs)
     items, items_out, _ = _check(
         context, "items", ingested.items.reset_index(drop=True), items_view(ingested.items),
-        items_rules(cfg, kind_of(ingested.items["item_id"])), ingested.sources.get("items", {}), cfg,
+        items_rules(cfg, kind_of(ingested.items["item_id"])), ingested.sources.get("items", {}), cfg, run_name,
     )
     item_ids = sorted(items["item_id"].dropna().unique().tolist())
     kinds = {c: kind_of(ingested.events[c]) for c in ("user_id", "item_id")}
     events, events_out, docs = _check(
         context, "events", ingested.events.reset_index(drop=True), events_view(ingested.events),
-        events_rules(cfg, item_ids, now, kinds, event_types), ingested.sources.get("events", {}), cfg,
+        events_rules(cfg, item_ids, now, kinds, event_types), ingested.sources.get("events", {}), cfg, run_name,
     )
     quarantined = {name: q for name, q in (("items", items_out), ("events", events_out)) if q is not None}
     return Validated(events, items, quarantined, docs)

@@ -77,11 +77,13 @@ def validate_file(args: argparse.Namespace) -> int:
         # Without a catalogue, the known ids are those the events use: nothing is unknown.
         ids = events["item_id"].dropna().unique()
         items = items_frame(ids, [str(i) for i in ids], [[] for _ in ids], kind=cfg.ids.item_id)
-    rules = params.validation.model_copy(update={"quarantine": False})
-    validated = validate_tables(Ingested(events, items, sources), rules, event_types=list(params.features.event_weights))
+    # A check of the user's files writes to a Data Docs site of its own: the pipeline's stays as it was.
+    rules = params.validation.model_copy(update={"quarantine": False, "docs_dir": params.validation.checks_docs_dir})
+    validated = validate_tables(Ingested(events, items, sources), rules, event_types=list(params.features.event_weights),
+                                run_name=f"check {Path(cfg.events).name}")
     print(
         f"{cfg.events}: valid: {len(validated.events):,} events, "
-        f"{validated.events['user_id'].nunique():,} users, {len(validated.items):,} items"
+        f"{validated.events['user_id'].nunique():,} users, {len(validated.items):,} items (Data Docs: {validated.docs})"
     )
     return 0
 

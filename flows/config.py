@@ -117,7 +117,9 @@ class ValidationConfig(_Strict):
     max_quarantine_fraction: float = 0.01
     example_rows: int = 5
     validated_dir: Path = Path("data/validated")
-    docs_dir: Path = Path("reports/validation")
+    docs_dir: Path = Path("reports/validation")  # the pipeline's Data Docs
+    checks_docs_dir: Path = Path("reports/validation-checks")  # `decayrec validate --events`'s own site
+    docs_keep_runs: int = Field(10, ge=1)  # past runs each site lists (GE re-renders them all on each build)
 
     @field_validator("min_timestamp")
     @classmethod
@@ -394,7 +396,8 @@ def rebase(params: Params, dataset: str) -> Params:
         update={
             "data": params.data.model_copy(update={"dataset": dataset, "interim_dir": data_root / "interim"}),
             "validate_": params.validation.model_copy(
-                update={"validated_dir": data_root / "validated", "docs_dir": reports / "validation"}
+                update={"validated_dir": data_root / "validated", "docs_dir": reports / "validation",
+                        "checks_docs_dir": reports / "validation-checks"}
             ),
             "split": params.split.model_copy(update={"out_dir": data_root / "splits"}),
             "evaluate": params.evaluate.model_copy(update={"out_dir": reports / "evaluation"}),

@@ -76,8 +76,9 @@ STEPS: list[Step] = [
          metrics=lambda p: [p.evaluate.out_dir / "metrics.json"], plots=lambda p: [p.evaluate.out_dir / "plots"],
          in_run=False),
     Step("train", steps.train_step, reads=lambda p: [p.split.out_dir, p.validation.validated_dir / "items.parquet", p.lm.out],
-         writes=_none, sections=("train", "evaluate", "features", "lm.model", "data.repeats"),
+         writes=_none, sections=("train", "evaluate", "features", "lm.model", "data.repeats", "serving.bento_name"),
          reports=lambda p: [p.train.out_dir / "summary.json"], metrics=lambda p: [p.train.out_dir / "metrics.json"],
+         plots=lambda p: [p.train.out_dir / "plots"],
          note="The registry (data/registry) is state, not an output: the gate compares against it."),
     # The service reads the online store version the profiles step loaded: its tables and
     # the pointer beside them (profiles_dir/online.json) stand for it (the store is state).

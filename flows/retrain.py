@@ -208,6 +208,32 @@ def package(params: Params) -> dict:
     return summary
 
 
+# The steps log through the package's own loggers, and Prefect keeps a run's records from its
+# own loggers only: without this, the run's page in the UI lacks every step's lines.
+STEP_LOGGERS = ("flows", "features", "models", "serving")
+
+
+@contextmanager
+def step_logs_to_prefect() -> Iterator[None]:
+    """While the block runs, the steps' INFO lines also go to the flow run's logs (what
+    ``PREFECT_LOGGING_EXTRA_LOGGERS`` does, without needing the environment set)."""
+    from prefect.logging.handlers import APILogHandler
+
+    handler = APILogHandler(level=logging.INFO)
+    loggers = [logging.getLogger(name) for name in STEP_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+
+
 @flow(name="retrain")
 def retrain(params_path: str = "params.yaml", dataset: str | None = None):
     """Raw data to a gated champion. Each step runs only when its inputs changed. Holds the
@@ -226,7 +252,8 @@ def retrain(params_path: str = "params.yaml", dataset: str | None = None):
         return out
 
     try:
-        out = guarded(params, f"prefect flow run {flow_run.name}", steps, gate=lambda result: result["train"])
+        with step_logs_to_prefect():
+            out = guarded(params, f"prefect flow run {flow_run.name}", steps, gate=lambda result: result["train"])
     except RunBusy as error:
         return Cancelled(message=f"skipped: {error}")
     logger.info("retrain: %s (%s) %s; champion %s", out["train"]["model"], out["train"]["kind"],

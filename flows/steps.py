@@ -94,7 +94,7 @@ def validate_step(params: Params, now: datetime | None = None) -> dict:
 
     cfg = params.validation
     log.info("validate: running the events and items suites")
-    validated = validate_tables(load_interim(params), cfg, now, list(params.features.event_weights))
+    validated = validate_tables(load_interim(params), cfg, now, list(params.features.event_weights), run_name=params.data.dataset)
     with staged_dir(cfg.validated_dir) as out:
         strict_events(validated.events).to_parquet(out / "events.parquet", index=False)
         validated.items.to_parquet(out / "items.parquet", index=False)
@@ -272,6 +272,7 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
     from dataclasses import replace
 
     from flows.config import train_protocols
+    from models import plots
     from models.champion import champion_metrics
     from models.evaluate import evaluate_protocol
     from models.gate import decide
@@ -305,7 +306,8 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
         "data_version": data_version(params.split.out_dir, primary.protocol), "git_commit": git_commit(),
     }
     files = challenger.model.to_files({"hp": challenger.params, "lm_model": params.lm.model})
-    tag = registry.save(files, metrics=challenger.test, params=challenger.params, labels=labels)
+    tag = registry.save(f"{params.serving.bento_name}-{challenger.kind}", files, metrics=challenger.test,
+                        params=challenger.params, labels=labels)
     measured_against = registry.champion()
     champion = champion_metrics(registry, test_tasks[primary.protocol], labels["data_version"], items, vectors, params,
                                 primary.test_phase)
@@ -331,12 +333,15 @@ def train_step(params: Params, protocols: list[str] | None = None) -> dict:
             p: {
                 "scorer": row(o),
                 **({"sequence": row(sequences[p])} if p in sequences else {}),
-                **{run_.name: {"params": run_.params, **{k: round(v, 4) for k, v in run_.test.items()}} for run_ in baselines[p]},
+                **{run_.name: {"params": run_.params, **{k: round(v, 4) for k, v in run_.test.items()},
+                               "segments": run_.segments, "users": run_.users} for run_ in baselines[p]},
             }
             for p, o in outcomes.items()
         },
     }
     write_json(summary, cfg.out_dir / "summary.json")
+    plots.comparison(summary["protocols"], params.evaluate.k[0], cfg.out_dir / "plots" / "comparison.png")
+    plots.segments(summary["protocols"], params.evaluate.k[0], cfg.out_dir / "plots" / "segments.png")
     # What DVC tracks: quality only, which a rerun reproduces (no timings, no model tag).
     quality = ("ndcg", "recall", "precision", "hit", "mrr", "coverage", "ild", "novelty")
     write_json({p: {name: {k: v for k, v in row.items() if k.split("_at_")[0] in quality}

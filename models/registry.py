@@ -1,8 +1,11 @@
 """Trained scorers in the BentoML model store, the champion pointer and the promotion log.
 
-Each model is a BentoML model (``decayrec-scorer:<version>``) whose folder holds the weights
-as safetensors and the scorer's settings as JSON, never a pickle; its labels hold the data
-set, protocol, data version and git commit, its metadata the metrics and parameters.
+Each model is a BentoML model (``<bento name>-<kind>:<version>``, e.g. ``decayrec-scorer``,
+``decayrec-shop-sequence``: one name per data set and kind, so a run on one data set never
+moves another's ``latest``) whose folder holds the weights as safetensors and the model's
+settings as JSON, never a pickle; its labels hold the data set, protocol, kind, data version,
+git commit and ``stage`` (challenger, champion or retired: ``bentoml models get <tag>`` shows
+it), its metadata the metrics and parameters.
 
 Which model is the champion is one small JSON file, ``champion.json``: the current tag and
 the tags it replaced. Promotion writes a new file beside it and renames it into place, an
@@ -25,7 +28,7 @@ from typing import Any
 
 from models.files import atomic_write
 
-MODEL_NAME = "decayrec-scorer"
+STAGES = ("challenger", "champion", "retired")
 
 
 @dataclass(frozen=True)
@@ -55,13 +58,13 @@ class Registry:
 
     # ------------------------------------------------------------ models
 
-    def save(self, files: dict[str, bytes], *, metrics: dict, params: dict, labels: dict[str, str]) -> str:
-        """A new model in the BentoML store from ``files`` (name -> bytes); returns its tag."""
+    def save(self, name: str, files: dict[str, bytes], *, metrics: dict, params: dict, labels: dict[str, str]) -> str:
+        """A new model ``name`` in the BentoML store from ``files`` (name -> bytes), a
+        challenger until promoted; returns its tag."""
         import bentoml
 
-        with bentoml.models.create(
-            MODEL_NAME, labels={k: str(v) for k, v in labels.items()}, metadata={"metrics": metrics, "params": params}
-        ) as model:
+        labels = {**{k: str(v) for k, v in labels.items()}, "stage": "challenger"}
+        with bentoml.models.create(name, labels=labels, metadata={"metrics": metrics, "params": params}) as model:
             for name, payload in files.items():
                 Path(model.path_of(name)).write_bytes(payload)
         return str(model.tag)
@@ -104,6 +107,8 @@ class Registry:
             previous = current.previous + ((current.champion,) if current.champion else ())
             self._write(Pointer(tag, previous))
             self._log("promote", tag, current.champion, reasons)
+            self._stage(current.champion, "retired")
+            self._stage(tag, "champion")
 
     def rollback(self) -> str:
         """Restore the champion before the current one; returns its tag."""
@@ -114,7 +119,24 @@ class Registry:
             restored = current.previous[-1]
             self._write(Pointer(restored, current.previous[:-1]))
             self._log("rollback", restored, current.champion, [f"rolled back from {current.champion}"])
+            self._stage(current.champion, "retired")
+            self._stage(restored, "champion")
         return restored
+
+    def _stage(self, tag: str | None, stage: str) -> None:
+        """Label a stored model with its stage. The pointer is the truth and moved first; a
+        label is what ``bentoml models get`` shows, and a model deleted from the store has none."""
+        import bentoml
+        from bentoml.exceptions import NotFound
+
+        if tag is None:
+            return
+        try:
+            model = bentoml.models.get(tag)
+        except NotFound:
+            return
+        model.info.labels["stage"] = stage
+        model.flush()  # BentoML's own writer of model.yaml
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

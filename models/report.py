@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models import plots
 from models.evaluate import ModelRun
 
 TABLE_METRICS = ["precision", "recall", "ndcg", "hit", "mrr", "coverage", "ild", "novelty"]
@@ -75,36 +76,7 @@ def plot_all(results: dict[str, list[ModelRun]], metrics: dict, out: Path, k: in
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
-
-    # Metrics per model, side by side, one panel per protocol.
-    shown = ["ndcg", "recall", "hit", "coverage", "ild"]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
-    for ax, (protocol, models) in zip(axes[0], metrics.items()):
-        names = list(models)
-        width = 0.8 / len(names)
-        for j, name in enumerate(names):
-            values = [models[name].get(f"{m}_at_{k}") or 0.0 for m in shown]
-            ax.bar(np.arange(len(shown)) + j * width, values, width, label=name)
-        ax.set_xticks(np.arange(len(shown)) + 0.4 - width / 2, [f"{m}@{k}" for m in shown])
-        ax.set_title(f"{protocol}: test metrics by model")
-        ax.legend(fontsize=8)
-    paths.append(_save(fig, out / "metrics_by_model.png"))
-
-    # NDCG by user segment.
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
-    for ax, (protocol, models) in zip(axes[0], metrics.items()):
-        segments = ["all", "cold_users", "active_users"]
-        names = list(models)
-        width = 0.8 / len(names)
-        for j, name in enumerate(names):
-            values = [models[name]["segments"][s].get("ndcg") or 0.0 for s in segments]
-            ax.bar(np.arange(len(segments)) + j * width, values, width, label=name)
-        ax.set_xticks(np.arange(len(segments)) + 0.4 - width / 2, segments)
-        ax.set_ylabel(f"NDCG@{k}")
-        ax.set_title(f"{protocol}: NDCG@{k} by user segment")
-        ax.legend(fontsize=8)
-    paths.append(_save(fig, out / "segments.png"))
+    paths = [plots.comparison(metrics, k, out / "metrics_by_model.png"), plots.segments(metrics, k, out / "segments.png")]
 
     # The decay curves the tuned models use.
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -178,6 +178,11 @@ class Engine:
         """The service clock, in epoch seconds."""
         return self.clock.now()
 
+    @property
+    def newest_event_s(self) -> float:
+        """Epoch seconds of the newest event the served features hold (training's or live)."""
+        return self._pop_at
+
     def columns(self, item_ids) -> np.ndarray:
         """Catalogue column of each item id; -1 for items the models do not score."""
         return np.fromiter((self._item_col.get(i, -1) for i in item_ids), dtype=np.int64)

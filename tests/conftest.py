@@ -49,7 +49,7 @@ def params_for(tmp_path: Path):
         validation = params.validation.model_copy(
             update={
                 "validated_dir": tmp_path / "validated",
-                "docs_dir": tmp_path / "docs",
+                "docs_dir": tmp_path / "docs", "checks_docs_dir": tmp_path / "checks-docs",
                 "min_events": 100,
             }
         )
@@ -73,7 +73,7 @@ def params_file(tmp_path: Path) -> Path:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"]["bundled_dir"] = str(ROOT / "data" / "raw")
     raw["data"]["interim_dir"] = str(tmp_path / "interim")
-    raw["validate"].update(validated_dir=str(tmp_path / "validated"), docs_dir=str(tmp_path / "docs"), min_events=100)
+    raw["validate"].update(validated_dir=str(tmp_path / "validated"), docs_dir=str(tmp_path / "docs"), checks_docs_dir=str(tmp_path / "checks-docs"), min_events=100)
     raw["split"]["out_dir"] = str(tmp_path / "splits")
     raw["runs"].update(lock=str(tmp_path / "run.lock"), status=str(tmp_path / "runs" / "status.json"))
     path = tmp_path / "params.yaml"
@@ -103,7 +103,7 @@ def write_params(folder: Path, csv: dict[str, Path], store: dict | None = None) 
     out = folder / "out"
     raw["data"].update(dataset="csv", interim_dir=str(out / "interim"),
                        tabular={"events": str(csv["events"]), "items": str(csv["items"])})
-    raw["validate"].update(validated_dir=str(out / "validated"), docs_dir=str(out / "docs"), min_events=100)
+    raw["validate"].update(validated_dir=str(out / "validated"), docs_dir=str(out / "docs"), checks_docs_dir=str(out / "checks-docs"), min_events=100)
     raw["split"].update(protocols=["P2"], out_dir=str(out / "splits"))
     raw["evaluate"].update(protocols=["P2"], out_dir=str(out / "evaluation"),
                            models={"pop": {}, "itemknn_decay": {"k": [20], "half_life_days": [7]}})

@@ -40,6 +40,18 @@ def test_valid_file_gives_one_line_and_exit_zero(ml_small_csv, capsys):
     assert "valid: 3,000 events" in out
 
 
+def test_a_check_writes_data_docs_of_its_own_and_leaves_the_pipelines_alone(ml_small_csv, capsys, tmp_path):
+    pipeline = tmp_path / "docs" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    pipeline.parent.mkdir(parents=True)
+    pipeline.write_text("the pipeline's own Data Docs")
+    code, out, err = run(validate(ml_small_csv), capsys)
+    assert code == 0, err
+    checks = tmp_path / "checks-docs" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    assert f"(Data Docs: {checks.as_uri()})" in out
+    assert "check ratings.csv" in checks.read_text()  # the run is named for the file checked
+    assert pipeline.read_text() == "the pipeline's own Data Docs"
+
+
 def test_items_are_optional(ml_small_csv, capsys):
     code, out, _ = run(["validate", "--events", str(ml_small_csv["events"])], capsys)
     assert code == 0

@@ -83,6 +83,24 @@ def test_the_flow_publishes_the_validation_summary_and_the_evaluation_table(firs
     assert "scorer" in str(by_key["evaluation-table"].data) and "itemknn_decay" in str(by_key["evaluation-table"].data)
 
 
+def test_each_steps_own_log_lines_reach_the_flow_runs_logs(first_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    run_id = first_run["state"].state_details.flow_run_id
+    deadline, messages = time.monotonic() + 30, []
+    while time.monotonic() < deadline:  # the server takes logs in batches
+        messages = []
+        with get_client(sync_client=True) as client:
+            while page := client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), offset=len(messages)):
+                messages += [entry.message for entry in page]
+        if any(m.startswith("package: ") for m in messages):
+            break
+        time.sleep(0.5)
+    for line in ("split: P2", "train: P2 baselines for comparison", "package: "):
+        assert any(m.startswith(line) for m in messages), (line, messages[:20])
+
+
 def test_a_rerun_on_unchanged_data_skips_every_finished_step(first_run):
     from flows.retrain import retrain
 

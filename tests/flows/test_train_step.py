@@ -91,7 +91,7 @@ def test_a_sequence_champion_from_another_data_version_is_measured_on_this_split
     model = SequenceModel(item_vectors=vectors, params=SequenceSettings(dim=16, blocks=1, max_len=20, epochs=2))
     model.fit(encode(tasks("P2", parts)["valid"]).data)
     registry = Registry(params.train.registry_dir)
-    tag = registry.save(model.to_files({"hp": {}}), metrics={"ndcg_at_10": 0.99}, params={},
+    tag = registry.save("decayrec-test-sequence", model.to_files({"hp": {}}), metrics={"ndcg_at_10": 0.99}, params={},
                         labels={"protocol": "P2", "kind": "sequence", "data_version": "elsewhere"})
     registry.promote(tag, ["test"])
     items = pd.read_parquet(params.validation.validated_dir / "items.parquet")

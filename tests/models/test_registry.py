@@ -15,7 +15,8 @@ BASE = {"ndcg_at_10": 0.20, "coverage_at_10": 0.30, "ild_at_10": 0.60, "p99_scor
 
 def saved(registry: Registry, ndcg: float, marker: bytes) -> str:
     metrics = {**BASE, "ndcg_at_10": ndcg}
-    return registry.save({"weights.safetensors": marker}, metrics=metrics, params={"hidden": 8}, labels={"dataset": "t"})
+    return registry.save("decayrec-test-scorer", {"weights.safetensors": marker}, metrics=metrics, params={"hidden": 8},
+                         labels={"dataset": "t"})
 
 
 def gate_and_promote(registry: Registry, tag: str) -> bool:
@@ -37,7 +38,8 @@ def test_a_worse_challenger_is_rejected_and_a_better_one_promoted(tmp_path):
     better = saved(registry, 0.25, b"better")
     assert gate_and_promote(registry, better) and registry.champion() == better
     assert (registry.path(better) / "weights.safetensors").read_bytes() == b"better"
-    assert registry.info(better)["labels"] == {"dataset": "t"}
+    assert registry.info(better)["labels"] == {"dataset": "t", "stage": "champion"}
+    assert registry.info(first)["labels"]["stage"] == "retired" and registry.info(worse)["labels"]["stage"] == "challenger"
     assert [e["action"] for e in registry.history()] == ["promote", "promote"]
 
 
@@ -97,3 +99,23 @@ def test_promotion_is_a_compare_and_swap_on_the_champion_it_was_measured_against
     assert registry.champion() == third and registry.pointer().previous == (first, second)
     with pytest.raises(ChampionMoved, match="changed from None"):
         Registry(tmp_path).promote(first, ["as if there were no champion"], expected=None)
+
+
+def test_the_stage_label_follows_promotion_and_rollback_in_bentomls_own_cli(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    registry = Registry(tmp_path)
+    first, second = saved(registry, 0.20, b"first"), saved(registry, 0.30, b"second")
+    assert first.startswith("decayrec-test-scorer:")
+    registry.promote(first, ["first"])
+    registry.promote(second, ["better"])
+    registry.rollback()
+
+    def stage(tag: str) -> str:
+        shown = subprocess.run([str(Path(sys.executable).parent / "bentoml"), "models", "get", tag, "-o", "json"],
+                               capture_output=True, text=True, check=True).stdout
+        return json.loads(shown)["labels"]["stage"]
+
+    assert (stage(first), stage(second)) == ("champion", "retired")

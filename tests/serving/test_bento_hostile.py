@@ -5,6 +5,7 @@ and a corrupted online store (last: it damages the shared store, then puts it ba
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -189,6 +190,15 @@ def test_a_log_with_garbage_and_a_torn_tail_starts_reports_both_and_keeps_the_ne
         assert len(logged) == good + 1 and int(logged["user_id"].iloc[-1]) == 700_003
         status, recs = call(base, "/recommend", {"user_id": 700_003, "k": 3})
         assert status == 200 and not recs["fallback"]  # both workers read it back
+        assert call(base, "/recommend", {"user_id": 700_004, "k": 3})[1]["fallback"]  # no events: popularity
+        metrics = call(base, "/metrics")[1]
+        assert 'decayrec_live_events_total{outcome="accepted"} 1.0' in metrics
+        assert 'decayrec_recommendations_total{degraded="false",source="model"}' in metrics
+        assert 'decayrec_recommendations_total{degraded="false",source="fallback"} 1.0' in metrics
+        assert "decayrec_recommend_batch_size_count" in metrics
+        newest = re.search(r"^decayrec_newest_feature_event_timestamp_seconds (\S+)$", metrics, re.M)
+        # The newest event the features hold: this one, or one an earlier test logged later.
+        assert newest and float(newest[1]) == max(logged["timestamp"].max().timestamp(), pd.Timestamp(event["timestamp"]).timestamp())
     finally:
         stop(server, group=True)
 

@@ -85,7 +85,7 @@ def test_explain_similar_version_readiness_and_the_demo_page(client):
     similar = client.post("/similar", json={"item_id": an_item(client), "k": 3})
     assert similar.status_code == 200 and len(similar.json()["lm"]) == 3
     version = client.get("/version").json()
-    assert version["model"].startswith("decayrec-scorer:") and version["kind"] in ("scorer", "sequence")
+    assert version["kind"] in ("scorer", "sequence") and version["model"].startswith(f"decayrec-{version['kind']}:")
     assert client.get("/readyz").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "<title>decayrec demo</title>" in page.text
