@@ -10,9 +10,15 @@ export BENTOML_DO_NOT_TRACK = true
 export DVC_NO_ANALYTICS = 1
 export OPENBLAS_NUM_THREADS = 1
 
-.PHONY: install run test repro exp bench clean
+.PHONY: install tools run test repro exp bench clean
 
-install: $(STAMP)
+install: $(STAMP) tools
+
+# What the benchmarks need beyond pip: wrk, the load generator (benchmarks/serving.py, scale.py).
+tools:
+	@command -v wrk >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && { apt-get install -y -q wrk >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q wrk >/dev/null 2>&1; }; }; } \
+	  || echo "wrk could not be installed (apt-get install wrk): the serving benchmarks need it"
 
 # torch first and pinned: an unpinned resolve would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml requirements.lock

@@ -42,10 +42,18 @@ end
 """
 
 
-def recommend_script(users: list[int], k: int, body: str = '{"user_id": USER, "k": K}') -> str:
-    """wrk's Lua: POST /recommend for a random one of ``users``, ``body`` with USER and K filled in."""
+def lua_list(values: list) -> str:
+    """A Lua table of ints or strings (JSON's quoting is Lua's for these ids)."""
+    return "{" + ", ".join(json.dumps(v) for v in values) + "}"
+
+
+def recommend_script(users: list, k: int, body: str | None = None) -> str:
+    """wrk's Lua: POST /recommend for a random one of ``users`` (integer or string ids),
+    ``body`` with USER and K filled in."""
+    if body is None:
+        body = '{"user_id": "USER", "k": K}' if users and isinstance(users[0], str) else '{"user_id": USER, "k": K}'
     lua_body = "'" + body.replace("K", str(k)).replace("USER", "' .. u .. '") + "'"
-    return (f"local users = {{{', '.join(map(str, users))}}}\n"
+    return (f"local users = {lua_list(users)}\n"
             "math.randomseed(42)\n"
             "request = function()\n"
             "  local u = users[math.random(#users)]\n"
@@ -106,13 +114,13 @@ def inprocess(params, users: list[int], n: int) -> dict:
         times = []
         for user in rng.choice(users, size=n):
             started = time.perf_counter()
-            engine.recommend(int(user), 10)
+            engine.recommend(user.item(), 10)  # a numpy scalar: back to the int or str id
             times.append((time.perf_counter() - started) * 1000)
         # What the service's batching buys: the same users scored 16 at a time.
         picked = rng.choice(users, size=n - n % BATCH)
         started = time.perf_counter()
         for i in range(0, len(picked), BATCH):
-            engine.recommend_many([Ask(int(u), 10) for u in picked[i : i + BATCH]])
+            engine.recommend_many([Ask(u.item(), 10) for u in picked[i : i + BATCH]])
         batched = (time.perf_counter() - started) * 1000 / len(picked)
     return {"p50_ms": round(float(np.percentile(times, 50)), 2), "p99_ms": round(float(np.percentile(times, 99)), 2),
             f"batch{BATCH}_per_request_ms": round(batched, 2)}
