@@ -91,17 +91,49 @@ def scratch_params(scratch: Path, files: dict[str, Path], size: str) -> Path:
     return path
 
 
-def run_step(params: Path, step: str, log: Path) -> dict:
-    """One ``decayrec <step>`` process: its wall time and peak RSS (its own, from wait4)."""
+# Linux starts a forked child's peak RSS at its parent's resident size, and exec keeps it:
+# steps forked from this process (which holds the generated shop) all read at least its
+# size. They are forked from this small launcher instead, started before the shop is generated.
+LAUNCHER = """
+import json, os, sys
+for line in sys.stdin:
+    args, log, cwd = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1); os.dup2(fd, 2); os.chdir(cwd)
+        os.execv(args[0], args)
+    _, status, usage = os.wait4(pid, 0)
+    print(json.dumps([os.waitstatus_to_exitcode(status), usage.ru_maxrss]), flush=True)
+"""
+
+
+class Launcher:
+    """Runs commands one at a time from a small process; each one's own peak RSS (wait4)."""
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen([sys.executable, "-c", LAUNCHER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def run(self, args: list[str], log: Path) -> tuple[int, float]:
+        """``(exit code, peak RSS in MB)`` of ``args``, run from the repository root, output to ``log``."""
+        self._process.stdin.write(json.dumps([args, str(log), str(ROOT)]) + "\n")
+        self._process.stdin.flush()
+        code, max_rss_kb = json.loads(self._process.stdout.readline())
+        return code, max_rss_kb / 1024
+
+    def close(self) -> None:
+        self._process.stdin.close()
+        self._process.wait()
+
+
+def run_step(launcher: Launcher, params: Path, step: str, log: Path) -> dict:
+    """One ``decayrec <step>`` process: its wall time and its own peak RSS."""
     started = time.perf_counter()
-    with log.open("w") as out:
-        child = subprocess.Popen([str(Path(sys.executable).parent / "decayrec"), "--params", str(params), step],
-                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(child.pid, 0)
+    code, peak_mb = launcher.run([str(Path(sys.executable).parent / "decayrec"), "--params", str(params), step], log)
     seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{step} failed (exit {os.waitstatus_to_exitcode(status)}): {log.read_text()[-3000:]}")
-    return {"time_s": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    if code != 0:
+        raise RuntimeError(f"{step} failed (exit {code}): {log.read_text()[-3000:]}")
+    return {"time_s": round(seconds, 1), "peak_rss_mb": round(peak_mb, 1)}
 
 
 def serving_figures(params_path: Path, seconds: int) -> dict:
@@ -174,6 +206,7 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (Debian: apt-get install wrk; make install does it where apt-get can)")
+    launcher = Launcher()  # first, while this process is small
     from features.shop import write
 
     scratch = args.scratch or Path(os.environ.get("TMPDIR", "/tmp")) / f"decayrec-scale-{args.size.lower()}"
@@ -189,9 +222,10 @@ def main() -> None:
     steps = {}
     for step in RUN_STEPS:
         print(f"  {step} ...", flush=True)
-        steps[step] = run_step(params, step, scratch / f"{step}.log")
+        steps[step] = run_step(launcher, params, step, scratch / f"{step}.log")
         print(f"  {step}: {steps[step]['time_s']:,.1f} s, peak RSS {steps[step]['peak_rss_mb']:,.0f} MB", flush=True)
-    cached = run_step(params, "embed", scratch / "embed-cached.log")  # the vectors now come from the cache
+    cached = run_step(launcher, params, "embed", scratch / "embed-cached.log")  # the vectors now come from the cache
+    launcher.close()
     retrain_s = round(sum(s["time_s"] for name, s in steps.items() if name not in ("ingest", "embed")) + cached["time_s"], 1)
 
     import pandas as pd
