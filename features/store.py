@@ -9,6 +9,8 @@ for one ml-1m training history).
 from __future__ import annotations
 
 import logging
+import warnings
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -173,6 +175,16 @@ def apply(store: FeatureStore, repo: Repository) -> list[str]:
     return [v.name for v in stale]
 
 
+@contextmanager
+def _quiet_reads():
+    """ibis calls a method duckdb deprecated, once per Feast read: noise, not news. Said
+    here, around the reads: importing Feast puts its own filter for DeprecationWarning ahead
+    of any set before (the CLI's), and each step command then printed it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning)
+        yield
+
+
 def materialize(store: FeatureStore, start: datetime, end: datetime, views: tuple[str, ...] = DECAY_VIEWS) -> None:
     """Load the latest state of ``views`` up to ``end`` into the online store.
 
@@ -186,7 +198,7 @@ def materialize(store: FeatureStore, start: datetime, end: datetime, views: tupl
     end = end.astimezone(timezone.utc)
     for view in (store.get_feature_view(name) for name in views):
         # Feast prints each load in terminal colours to stdout: one log line says it instead.
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), _quiet_reads():
             if view.materialization_intervals:
                 store.materialize_incremental(end_date=end, feature_views=[view.name])
             else:
@@ -234,7 +246,8 @@ def historical(store: FeatureStore, entity_rows: pd.DataFrame, features: list[st
     # The offline store keeps microseconds; a nanosecond timestamp would fail its cast.
     stamps = pd.to_datetime(entity_rows["event_timestamp"], utc=True).dt.floor("us").astype("datetime64[us, UTC]")
     request = entity_rows.reset_index(drop=True).assign(event_timestamp=stamps.to_numpy(), _row=lambda f: np.arange(len(f)))
-    found = store.get_historical_features(entity_df=request, features=features).to_df()
+    with _quiet_reads():
+        found = store.get_historical_features(entity_df=request, features=features).to_df()
     values = found.drop(columns=keys + ["event_timestamp"]).drop_duplicates("_row")
     merged = request.merge(values, on="_row", how="left").sort_values("_row")
     return merged.drop(columns="_row").reset_index(drop=True)

@@ -370,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("great_expectations", "py.warnings", "feast", "httpx"):  # httpx: a line per Prefect call
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # Libraries' warnings (deprecations in pathspec, duckdb, ...) go to the py.warnings logger,
+    # quiet above: Feast's import puts its own "once" filter ahead of any filter set here.
+    logging.captureWarnings(True)
     # ibis calls a duckdb method duckdb deprecated, once per Feast read: noise, not news.
     warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning)
     try:
