@@ -22,7 +22,7 @@ class Signals:
 
     seen: sp.csr_matrix  # (rows, n_items) items in each user's history
     exclude: sp.csr_matrix | None  # items no candidate may be: ``seen``, or None where the data set repeats
-    own: OwnHistory  # each user's events with each of their items (rebuys: how often, how lately)
+    own: OwnHistory | None  # where the data set repeats: each user's events with each of their items
     cf: np.ndarray  # (rows, n_items) decayed item-CF, min-max per row
     ease: np.ndarray  # (rows, n_items) EASE, min-max per row
     lm: np.ndarray  # (rows, n_items) cosine of the LM profile and each item
@@ -96,7 +96,7 @@ def read(hist: Interactions, scores: list[np.ndarray], pop: np.ndarray, user_sha
     np.maximum.at(last, hist.users, hist.seconds)
     cf, ease, lm, lm_recent = scores
     seen = hist.matrix()
-    return Signals(seen=seen, exclude=None if repeats else seen, own=OwnHistory.of(hist), cf=cf, ease=ease, lm=lm,
+    return Signals(seen=seen, exclude=None if repeats else seen, own=OwnHistory.of(hist) if repeats else None, cf=cf, ease=ease, lm=lm,
                    lm_recent=lm_recent, pop=pop, user_share=user_share, user_events=user_events, user_last=last, now=now)
 
 
