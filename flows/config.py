@@ -199,12 +199,29 @@ class LMSettings(_Strict):
     out: Path = Path("data/embeddings/items.npz")
 
 
+class AnnSettings(_Strict):
+    """The LM neighbour index (``models.ann``): exact up to ``exact_max_items`` items, HNSW above."""
+
+    # Up to this many items, candidates come from dense rows over the whole catalogue and
+    # exact search; above it, from per-user pools (``models.pool``) and the HNSW graph.
+    exact_max_items: int = 10_000
+    m: int = 32  # graph links per item
+    ef_construction: int = 80
+    ef_search: int = 256  # breadth of a search; recall against exact is reported per size
+    neighbours: int = 100  # LM neighbours kept per item: twice candidates.lm, room for seen ones
+
+
 class CandidateSettings(_Strict):
     cf: int = 150  # decayed item-CF (+ alpha x LM) top-N
     ease: int = 100  # EASE top-N
     lm: int = 50  # LM neighbours of the user's recent items
     pop: int = 50  # decayed popularity top-N
     recent_items: int = 5  # the user's latest items whose LM neighbours are taken
+    ann: AnnSettings = AnnSettings()
+
+    def pooled(self, n_items: int) -> bool:
+        """Whether a catalogue of ``n_items`` gets pooled candidates (``models.pool``)."""
+        return n_items > self.ann.exact_max_items
 
     @property
     def width(self) -> int:

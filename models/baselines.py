@@ -288,7 +288,14 @@ class ItemKNN(Recommender):
     def score_histories(self, data: Interactions) -> np.ndarray:
         """Scores for the users of ``data``, whose item columns are the fitted ones: histories
         that grew after fitting (the service's live users), through the fitted similarity."""
-        return (self._history_profile(data) @ self.similarity_).toarray()
+        return self.score_histories_sparse(data).toarray()
+
+    def score_histories_sparse(self, data: Interactions) -> sp.csr_matrix:
+        """``score_histories`` as stored: only the items some neighbour list reaches."""
+        scores = sp.csr_matrix(self._history_profile(data) @ self.similarity_, dtype=np.float32)
+        scores.eliminate_zeros()
+        scores.sort_indices()
+        return scores
 
     def _history_profile(self, data: Interactions) -> sp.csr_matrix:
         return data.matrix()
@@ -496,10 +503,14 @@ class EASE(Recommender):
 
     def score_histories(self, data: Interactions) -> np.ndarray:
         """Scores for the users of ``data`` over the fitted item columns (see ``ItemKNN``)."""
+        return self._spread(self.score_kept(data))
+
+    def score_kept(self, data: Interactions) -> np.ndarray:
+        """Scores for the users of ``data`` at the kept columns ``columns_`` only."""
         matrix = data.matrix()
         if len(self.columns_) < self.n_items_:
             matrix = matrix[:, self.columns_]
-        return self._spread(matrix @ self.weights_)
+        return np.asarray(matrix @ self.weights_, dtype=np.float32)
 
     def _spread(self, kept: np.ndarray) -> np.ndarray:
         if len(self.columns_) == self.n_items_:

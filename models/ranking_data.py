@@ -10,7 +10,7 @@ scores come from models fitted on the same history.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features.decay import SECONDS_PER_DAY
+from models import pool
 from models.baselines import EASE, DecayedItemKNN, DecayedPopularity, minmax_rows
 from models.candidates import top_unseen, union
 from models.interactions import Interactions
@@ -56,6 +57,7 @@ class History:
     item_share: np.ndarray  # (n_items, n_categories) an item's unit of interest per category
     pop_short: np.ndarray
     pop_long: np.ndarray
+    indexes: dict[str, Sources] = field(default_factory=dict)  # pooled sources by ANN settings, built on first use
 
 
 @dataclass
@@ -131,10 +133,22 @@ def view(
     """
     rows = np.asarray(rows, dtype=np.int64)
     sources = Sources(cf, ease, h.item_vectors, cfg.recent_items)  # once: it is the same for every chunk
+    if cfg.pooled(h.data.n_items):
+        sources = pooled_sources(h, sources, pop, cfg)
     parts = [_chunk(h, rows[i : i + CHUNK_ROWS], sources, pop, alpha, cfg, repeats) for i in range(0, len(rows), CHUNK_ROWS)]
     if not parts:
         return View(h, rows, np.empty((0, cfg.width), np.int64), np.empty((0, cfg.width, len(feature_names(repeats))), np.float32))
     return View(h, rows, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+
+def pooled_sources(h: History, sources: Sources, pop: DecayedPopularity, cfg: CandidateSettings) -> Sources:
+    """``sources`` with the vector index and neighbour lists of ``h``'s items, built once per
+    history (they depend on the item vectors alone) and kept on it for the next views."""
+    key = cfg.ann.model_dump_json()
+    if key not in h.indexes:
+        h.indexes[key] = sources.with_index(cfg, pop.score(np.zeros(1, np.int64))[0])
+    built = h.indexes[key]
+    return replace(sources, index=built.index, neighbours=built.neighbours, pop_order=built.pop_order)
 
 
 def ranks_of(scores: np.ndarray, columns: np.ndarray) -> np.ndarray:
@@ -164,7 +178,7 @@ def ranks_of(scores: np.ndarray, columns: np.ndarray) -> np.ndarray:
 def _chunk(h: History, rows: np.ndarray, sources: Sources, pop, alpha: float, cfg: CandidateSettings,
            repeats: bool) -> tuple[np.ndarray, np.ndarray]:
     hist = select(h.data, rows)
-    scores = sources.scores(hist, h.profiles[rows])
+    scores = sources.pooled(hist, h.profiles[rows]) if sources.is_pooled else sources.scores(hist, h.profiles[rows])
     s = read(hist, scores, pop.score(rows[:1])[0], h.user_share[rows], h.user_events[rows], h.data.now, repeats)
     items, _, features = candidates(s, h.item_share, h.pop_short, h.pop_long, alpha, cfg)
     return items, features
@@ -181,27 +195,27 @@ def candidates(
         ``(rows, width, len(feature_names(repeats)))`` float32 features, ``repeats`` being
         whether ``s`` lets a user's own items be candidates.
     """
-    rows = s.cf.shape[0]
-    lists = [
-        top_unseen(s.cf + np.float32(alpha) * minmax_rows(s.lm), s.exclude, cfg.cf),
-        top_unseen(s.ease, s.exclude, cfg.ease),
-        top_unseen(s.lm_recent, s.exclude, cfg.lm),
-        top_unseen(np.broadcast_to(s.pop, (rows, len(s.pop))), s.exclude, cfg.pop),
-    ]
-    items, source = union(lists, cfg.width)
+    if s.pooled is not None:
+        items, source = union(pool.lists(s.pooled, s.exclude, alpha, cfg), cfg.width)
+        scores = pool.values(s.pooled, items)
+    else:
+        items, source = union(dense_lists(s, alpha, cfg), cfg.width)
+        safe = np.maximum(items, 0)
+        take = lambda matrix: np.take_along_axis(matrix, safe, axis=1)  # noqa: E731
+        scores = {"cf": take(s.cf), "cf_rank": ranks_of(s.cf, safe), "ease": take(s.ease), "ease_rank": ranks_of(s.ease, safe),
+                  "lm": take(s.lm), "lm_recent": take(s.lm_recent)}
     safe = np.maximum(items, 0)
-    take = lambda matrix: np.take_along_axis(matrix, safe, axis=1)  # noqa: E731
     n_hist = np.asarray(s.seen.sum(axis=1)).ravel()
     hour, weekday = clock(s.user_last)
     hour, weekday = 2 * np.pi * hour / 24, 2 * np.pi * weekday / 7
     per_user = lambda values: np.broadcast_to(np.asarray(values, dtype=np.float32)[:, None], items.shape)  # noqa: E731
     columns = {
-        "cf": take(s.cf),
-        "cf_rank": 1.0 / np.log2(2.0 + ranks_of(s.cf, safe)),
-        "ease": take(s.ease),
-        "ease_rank": 1.0 / np.log2(2.0 + ranks_of(s.ease, safe)),
-        "lm": take(s.lm),
-        "lm_recent": take(s.lm_recent),
+        "cf": scores["cf"],
+        "cf_rank": 1.0 / np.log2(2.0 + scores["cf_rank"]),
+        "ease": scores["ease"],
+        "ease_rank": 1.0 / np.log2(2.0 + scores["ease_rank"]),
+        "lm": scores["lm"],
+        "lm_recent": scores["lm_recent"],
         "topic": np.einsum("rc,rwc->rw", s.user_share, item_share[safe]),
         "pop_short": np.log1p(pop_short[safe]),
         "pop_long": np.log1p(pop_long[safe]),
@@ -215,7 +229,7 @@ def candidates(
     }
     repeats = s.exclude is None
     if repeats:
-        own_events, own_last = s.own.at(items, s.cf.shape[1])
+        own_events, own_last = s.own.at(items, s.seen.shape[1])
         # Hours, not days: a view, its cart and its purchase are minutes apart.
         columns["own_events"] = np.log1p(own_events)
         columns["own_idle_hours"] = np.where(own_events > 0, np.log1p(np.maximum(s.now - own_last, 0.0) / (SECONDS_PER_DAY / 24)), 0.0)
@@ -223,6 +237,17 @@ def candidates(
     features = np.stack([np.asarray(columns[name], dtype=np.float32) for name in feature_names(repeats)], axis=-1)
     features[items < 0] = 0.0
     return items, source, features
+
+
+def dense_lists(s: Signals, alpha: float, cfg: CandidateSettings) -> list[np.ndarray]:
+    """The four sources' top-N over dense rows of the whole catalogue (``SOURCES`` order)."""
+    rows = s.cf.shape[0]
+    return [
+        top_unseen(s.cf + np.float32(alpha) * minmax_rows(s.lm), s.exclude, cfg.cf),
+        top_unseen(s.ease, s.exclude, cfg.ease),
+        top_unseen(s.lm_recent, s.exclude, cfg.lm),
+        top_unseen(np.broadcast_to(s.pop, (rows, len(s.pop))), s.exclude, cfg.pop),
+    ]
 
 
 def clock(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,13 +7,19 @@ the scorer sees in serving exactly what it saw in training, by construction.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
+from models.ann import VectorIndex
 from models.baselines import EASE, DecayedItemKNN, minmax_rows
 from models.interactions import Interactions
+from models.pool import Pooled, RowScores
+
+if TYPE_CHECKING:
+    from flows.config import CandidateSettings
 
 
 @dataclass
@@ -23,10 +29,12 @@ class Signals:
     seen: sp.csr_matrix  # (rows, n_items) items in each user's history
     exclude: sp.csr_matrix | None  # items no candidate may be: ``seen``, or None where the data set repeats
     own: OwnHistory | None  # where the data set repeats: each user's events with each of their items
-    cf: np.ndarray  # (rows, n_items) decayed item-CF, min-max per row
-    ease: np.ndarray  # (rows, n_items) EASE, min-max per row
-    lm: np.ndarray  # (rows, n_items) cosine of the LM profile and each item
-    lm_recent: np.ndarray  # (rows, n_items) best cosine with the user's recent items
+    # Dense rows of a small catalogue; None where ``pooled`` holds a large one's scores.
+    cf: np.ndarray | None  # (rows, n_items) decayed item-CF, min-max per row
+    ease: np.ndarray | None  # (rows, n_items) EASE, min-max per row
+    lm: np.ndarray | None  # (rows, n_items) cosine of the LM profile and each item
+    lm_recent: np.ndarray | None  # (rows, n_items) best cosine with the user's recent items
+    pooled: Pooled | None  # a large catalogue's scores (``models.pool``)
     pop: np.ndarray  # (n_items,) decayed popularity (the popularity source)
     user_share: np.ndarray  # (rows, n_categories) decayed interest share
     user_events: np.ndarray  # (rows,) decayed event count
@@ -62,12 +70,37 @@ class OwnHistory:
 @dataclass
 class Sources:
     """The fitted candidate sources over one catalogue: item-CF, EASE and the items' unit
-    LM vectors (``recent_items``: how many of a user's latest items ``lm_recent`` looks at)."""
+    LM vectors (``recent_items``: how many of a user's latest items ``lm_recent`` looks at);
+    for a large catalogue, its LM vector index and each item's LM neighbours (``Sources.index``)."""
 
     knn: DecayedItemKNN
     ease: EASE
     unit_vectors: np.ndarray  # (n_items, dim)
     recent_items: int
+    index: VectorIndex | None = None
+    neighbours: np.ndarray | None = None  # (n_items, k) item columns
+    pop_order: np.ndarray | None = None  # item columns, most popular first
+
+    def with_index(self, cfg: CandidateSettings, pop: np.ndarray) -> Sources:
+        """These sources with what pooled candidates need: the vector index over the items,
+        each item's LM neighbours, and the popularity order of ``pop`` (ties by column)."""
+        index = VectorIndex.build(self.unit_vectors, cfg.ann)
+        neighbours = index.neighbours(self.unit_vectors, cfg.ann.neighbours)
+        order = np.argsort(-np.asarray(pop, np.float32), kind="stable")
+        return replace(self, index=index, neighbours=neighbours, pop_order=order)
+
+    @property
+    def is_pooled(self) -> bool:
+        return self.index is not None
+
+    def pooled(self, hist: Interactions, profiles: np.ndarray) -> Pooled:
+        """The scores of ``hist``'s users, each source kept to what it proposes (``models.pool``)."""
+        n = hist.n_items
+        ease = self.ease.score_kept(hist)
+        return Pooled(cf=RowScores.minmax(self.knn.score_histories_sparse(hist), n),
+                      ease=RowScores.dense_columns(ease, self.ease.columns_, n), profiles=np.asarray(profiles, np.float32),
+                      recent=latest_items(hist, self.recent_items), unit_vectors=self.unit_vectors, index=self.index,
+                      neighbours=self.neighbours, pop_order=self.pop_order)
 
     def scores(self, hist: Interactions, profiles: np.ndarray) -> list[np.ndarray]:
         """``[cf, ease, lm, lm_recent]``: each ``(users of hist, n_items)`` float32, row ``r``
@@ -87,17 +120,20 @@ class Sources:
         ]
 
 
-def read(hist: Interactions, scores: list[np.ndarray], pop: np.ndarray, user_share: np.ndarray,
+def read(hist: Interactions, scores: list[np.ndarray] | Pooled, pop: np.ndarray, user_share: np.ndarray,
          user_events: np.ndarray, now: float, repeats: bool = False) -> Signals:
-    """The signals of ``hist``'s users at ``now``, from ``Sources.scores`` of the same users
-    and their decayed state (interest share, decayed event count; ``pop``: the catalogue's).
-    ``repeats`` (``data.repeats``): a user's own past items may be candidates."""
+    """The signals of ``hist``'s users at ``now``, from ``Sources.scores`` (or ``Sources.pooled``)
+    of the same users and their decayed state (interest share, decayed event count; ``pop``:
+    the catalogue's). ``repeats`` (``data.repeats``): a user's own past items may be candidates."""
     last = np.full(hist.n_users, -np.inf)
     np.maximum.at(last, hist.users, hist.seconds)
-    cf, ease, lm, lm_recent = scores
+    pooled = scores if isinstance(scores, Pooled) else None
+    cf, ease, lm, lm_recent = (None,) * 4 if pooled is not None else scores
     seen = hist.matrix()
+    seen.sort_indices()
     return Signals(seen=seen, exclude=None if repeats else seen, own=OwnHistory.of(hist) if repeats else None, cf=cf, ease=ease, lm=lm,
-                   lm_recent=lm_recent, pop=pop, user_share=user_share, user_events=user_events, user_last=last, now=now)
+                   lm_recent=lm_recent, pooled=pooled, pop=pop, user_share=user_share, user_events=user_events, user_last=last,
+                   now=now)
 
 
 def latest_items(data: Interactions, m: int) -> np.ndarray:

@@ -11,6 +11,7 @@ A ranked item is ``(column, score, source, reason)``: ``source`` is what the ans
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import numpy as np
 
@@ -39,6 +40,11 @@ class ScorerRanking:
         hp, train = engine.bundle.hp, engine.train
         ease = EASE(reg=float(hp["ease_reg"]), max_items=train.ease_max_items).fit(data)
         self.sources = Sources(engine.knn, ease, engine.unit_vectors, train.candidates.recent_items)
+        if train.candidates.pooled(len(engine.item_ids)):
+            # Popularity's order follows live events (``pop_order``); the index and the
+            # neighbour lists depend on the item vectors alone.
+            self.sources = self.sources.with_index(train.candidates, np.zeros(len(engine.item_ids), np.float32))
+        self._pop_order: tuple[np.ndarray, np.ndarray] | None = None
         self.alpha = float(hp.get("alpha", 0.0))
         row_bytes = 4 * len(engine.item_ids) * np.dtype(np.float32).itemsize
         self.signal_cache = SignalCache(int(engine.params.serving.signal_cache_mb * 2**20 // row_bytes))
@@ -54,6 +60,11 @@ class ScorerRanking:
         events = decayed_count(_floats(stored["events_decayed"]), _floats(stored["last_event_s"]), now, e.feature_params)
         if profile is None:
             profile = unit_profiles(stored, e.unit_vectors.shape[1])
+        shares = stored_shares(stored, len(e.categories))
+        if self.sources.is_pooled:
+            # A pool costs what a cached row would: nothing to keep between requests.
+            sources = replace(self.sources, pop_order=self.pop_order())
+            return read(hist, sources.pooled(hist, profile), e.pop.astype(np.float32), shares, events, now, e.params.data.repeats)
         users = python_ids(hist.user_ids)
         counts = np.bincount(hist.users, minlength=len(users))
         # The history in memory, where ``hist`` was made from it; None where events were
@@ -67,8 +78,15 @@ class ScorerRanking:
 
         scores = self.signal_cache.rows(users, current, profile, len(e.item_ids), compute)
         # Popularity decayed to ``now`` would not change its order: it is read as it stands.
-        return read(hist, scores, e.pop.astype(np.float32), stored_shares(stored, len(e.categories)), events, now,
-                    e.params.data.repeats)
+        return read(hist, scores, e.pop.astype(np.float32), shares, events, now, e.params.data.repeats)
+
+    def pop_order(self) -> np.ndarray:
+        """The catalogue by live decayed popularity, best first (ties by column), sorted
+        again only when live events have moved it."""
+        pop = self.engine.pop  # replaced, never edited, when events are folded in
+        if self._pop_order is None or self._pop_order[0] is not pop:
+            self._pop_order = (pop, np.argsort(-pop.astype(np.float32), kind="stable"))
+        return self._pop_order[1]
 
     def scored_candidates(self, hist: Interactions, stored: dict[str, list], now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(item columns, sources, scores)``, each ``(users, width)``: every user's

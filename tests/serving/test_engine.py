@@ -11,8 +11,11 @@ import pandas as pd
 import pytest
 
 
-def engine_for(params_path: Path, folder: Path, store=None):
-    """An engine over the champion of the run at ``params_path``, its bundle in ``folder``."""
+def engine_for(params_path: Path, folder: Path, store=None, candidates=None):
+    """An engine over the champion of the run at ``params_path``, its bundle in ``folder``
+    (``candidates``: other ``train.candidates`` settings for the service)."""
+    from dataclasses import replace
+
     from features.store import open_store
     from flows.config import load_params
     from models.registry import Registry
@@ -25,6 +28,9 @@ def engine_for(params_path: Path, folder: Path, store=None):
     tag = registry.champion()
     write_bundle(params, tag, registry.info(tag), folder / "bundle")
     bundle = load_bundle(folder / "bundle")
+    if candidates is not None:
+        bundle = replace(bundle, params=bundle.params.model_copy(
+            update={"train": bundle.params.train.model_copy(update={"candidates": candidates})}))
     return Engine(bundle, registry.path(tag), store or open_store(bundle.params.features.store), EventLog(folder / "events.jsonl"))
 
 
@@ -63,6 +69,37 @@ def test_serving_features_equal_the_training_features_for_the_same_history(engin
         for items_, features in ((one_by_one[r][0][0], one_by_one[r][2][0]), (together[0][r], together[2][r])):
             assert np.array_equal(items_, v.items[r]), f"user {user}: candidates differ"
             np.testing.assert_allclose(features, v.features[r], rtol=1e-4, atol=1e-5, err_msg=f"user {user}")
+
+
+def test_pooled_serving_features_equal_the_pooled_training_features(trained, tmp_path):
+    """Past ``candidates.ann.exact_max_items`` items, serving and training both take pooled
+    candidates from the vector index: the same candidates and features, one by one and together."""
+    from flows.config import load_params
+    from models.baselines import EASE, DecayedItemKNN, DecayedPopularity
+    from models.ranking_data import candidates, history, view
+
+    params = load_params(trained)
+    settings = params.train.candidates.model_copy(update={"ann": params.train.candidates.ann.model_copy(update={"exact_max_items": 0})})
+    served = engine_for(trained, tmp_path, candidates=settings)
+    assert served.ranker.sources.is_pooled and not served.ranker.sources.index.exact
+    hp, train = served.bundle.hp, params.train
+    h = history(served.bundle.events, served.bundle.items, served.vectors, params.features)
+    rows = np.arange(0, h.data.n_users, max(1, h.data.n_users // 5))
+    v = view(h, rows, DecayedItemKNN(k=train.knn_k, half_life_days=hp["half_life_days"]).fit(h.data),
+             EASE(reg=hp["ease_reg"], max_items=train.ease_max_items).fit(h.data),
+             DecayedPopularity(half_life_days=train.pop_half_life_days).fit(h.data), hp["alpha"], settings)
+    short, long = served.item_features(served.now)
+    users = [int(u) for u in h.data.user_ids[rows]]
+    together = candidates(served.ranker.signals(served.histories_of(users), served.online_users(users), served.now),
+                          served.item_share, short, long, served.ranker.alpha, settings)
+    one = candidates(served.ranker.signals(served.history(users[0]), served.online_user(users[0]), served.now),
+                     served.item_share, short, long, served.ranker.alpha, settings)
+    assert np.array_equal(one[0][0], together[0][0])
+    for r, user in enumerate(users):
+        assert np.array_equal(together[0][r], v.items[r]), f"user {user}: candidates differ"
+        np.testing.assert_allclose(together[2][r], v.features[r], rtol=1e-4, atol=1e-5, err_msg=f"user {user}")
+    answer = served.recommend(users[0], 10)
+    assert len(answer.items) == 10 and not answer.fallback
 
 
 def test_a_known_user_gets_k_unseen_items_with_reasons(engine):

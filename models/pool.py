@@ -1,0 +1,268 @@
+"""Candidates of a large catalogue, from structures whose cost per user does not grow with it.
+
+Up to ``candidates.ann.exact_max_items`` items every source scores every item in a dense row
+(``models.signals.Sources.scores``), and a user's candidates are each row's top-N. Those rows
+made the cost of a served request and of a training chunk linear in the catalogue: at 20k
+items, building one trial's training candidates took 11 of its 12 minutes, half of it in
+full-row partitions and a third in full-row sorts. Above that size each source proposes
+its own top-N from what it has anyway:
+
+- item-CF: the sparse product of the user's decayed profile and the top-k similarity;
+- EASE: its kept columns (``train.ease_max_items``), every other item scoring alike;
+- LM: the nearest items to the user's profile in the vector index (``models.ann``), and
+  each recent item's neighbour list, precomputed once per catalogue;
+- popularity: the catalogue's order, sorted once.
+
+Every value a feature reads is then computed at the candidates with the dense rows' maths:
+a candidate's cf and ease (scaled per row over the whole catalogue), its rank under each
+(ties by column) and its two LM cosines are what the dense path gives it, to float rounding
+of the cosines. What differs is which items become candidates: approximate neighbours, and
+the CF list's ``cf + alpha x LM`` ranked over the CF and LM proposals rather than over every
+item (the LM part min-max scaled over those proposals).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+
+from models.ann import VectorIndex
+
+if TYPE_CHECKING:
+    from flows.config import CandidateSettings
+
+
+@dataclass
+class RowScores:
+    """Scores of ``n_items`` columns per row: the stored ones in ``stored``, every other
+    column of row ``r`` scoring ``fill[r]``."""
+
+    stored: sp.csr_matrix  # sorted indices, no explicit zeros standing for "not stored"
+    fill: np.ndarray  # (rows,) float32
+    n_items: int
+
+    @classmethod
+    def minmax(cls, stored: sp.csr_matrix, n_items: int) -> RowScores:
+        """Each row scaled to [0, 1] over all ``n_items`` columns, the columns not stored
+        scoring 0 before scaling: ``models.baselines.minmax_rows`` of the dense rows."""
+        stored = sp.csr_matrix(stored, dtype=np.float32)
+        stored.sort_indices()
+        rows = stored.shape[0]
+        counts = np.diff(stored.indptr)
+        full = counts == n_items
+        low, high = np.zeros(rows, np.float32), np.zeros(rows, np.float32)
+        has = counts > 0
+        starts = stored.indptr[:-1][has]
+        low[has] = np.minimum.reduceat(stored.data, starts) if len(starts) else low[has]
+        high[has] = np.maximum.reduceat(stored.data, starts) if len(starts) else high[has]
+        low, high = np.where(full, low, np.minimum(low, 0)), np.where(full, high, np.maximum(high, 0))
+        spread = (high - low).astype(np.float32)
+        per_entry = np.repeat(np.arange(rows), counts)
+        ok = spread > 0
+        data = np.divide(stored.data - low[per_entry], spread[per_entry], out=np.zeros_like(stored.data), where=ok[per_entry])
+        fill = np.divide(np.float32(0) - low, spread, out=np.zeros(rows, np.float32), where=ok)
+        return cls(sp.csr_matrix((data, stored.indices, stored.indptr), shape=stored.shape), fill.astype(np.float32), n_items)
+
+    @classmethod
+    def dense_columns(cls, values: np.ndarray, columns: np.ndarray, n_items: int) -> RowScores:
+        """Min-max scaled scores of ``values[:, j]`` at ``columns[j]`` (sorted), 0 elsewhere."""
+        rows, width = values.shape
+        stored = sp.csr_matrix((values.ravel().astype(np.float32), np.tile(columns, rows), np.arange(rows + 1) * width),
+                               shape=(rows, n_items))
+        stored.has_sorted_indices = True  # each row holds ``columns``, sorted
+        return cls.minmax(stored, n_items)
+
+    def at(self, columns: np.ndarray) -> np.ndarray:
+        """``(rows, w)`` float32 scores of row ``r`` at ``columns[r]`` (column -1 scores fill)."""
+        found, pos = _lookup(self.stored, columns)
+        out = np.broadcast_to(self.fill[:, None], columns.shape).astype(np.float32)
+        out[found] = self.stored.data[pos[found]]
+        return out
+
+    def ranks(self, columns: np.ndarray) -> np.ndarray:
+        """The rank (0 = best) of each of ``columns[r]`` in row ``r`` over all columns, ties
+        by lower column: ``models.ranking_data.ranks_of`` of the dense rows."""
+        values = self.at(columns)
+        out = np.empty(columns.shape, np.float32)
+        m = self.stored
+        for r in range(len(columns)):
+            a, b = m.indptr[r], m.indptr[r + 1]
+            cols, keys = m.indices[a:b].astype(np.int64), _order_keys(m.data[a:b], m.indices[a:b])
+            keys.sort()
+            c, v = columns[r].astype(np.int64), values[r]
+            ahead = np.searchsorted(keys, _order_keys(v, c))  # stored columns ranked before each
+            implicit = self.n_items - (b - a)
+            below = c - np.searchsorted(cols, c)  # columns under c that are not stored
+            fill = self.fill[r]
+            out[r] = ahead + np.where(fill > v, implicit, np.where(fill == v, below, 0))
+        return out
+
+    def top(self, n: int, exclude: sp.csr_matrix | None) -> np.ndarray:
+        """Per row, the ``n`` best stored columns scoring above ``fill`` (the rest of the
+        catalogue ties below them, so it proposes nothing), minus ``exclude``; -1 padded."""
+        m = self.stored
+        rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+        keep = m.data > self.fill[rows]
+        if exclude is not None:
+            keep &= ~_member(exclude, rows, m.indices)
+        out = np.full((m.shape[0], n), -1, np.int64)
+        for r in range(m.shape[0]):
+            a, b = m.indptr[r], m.indptr[r + 1]
+            ok = keep[a:b]
+            best = _best(m.data[a:b][ok], m.indices[a:b][ok], n)
+            out[r, : len(best)] = best
+        return out
+
+
+@dataclass
+class Pooled:
+    """Every source's scores for some users of a large catalogue (``Sources.pooled``)."""
+
+    cf: RowScores
+    ease: RowScores
+    profiles: np.ndarray  # (rows, dim) unit LM profiles
+    recent: np.ndarray  # (rows, recent_items) latest item columns, -1 padded
+    unit_vectors: np.ndarray  # (n_items, dim)
+    index: VectorIndex
+    neighbours: np.ndarray  # (n_items, k) each item's LM neighbours
+    pop_order: np.ndarray  # item columns, most popular first (ties by column)
+
+    def lm_at(self, columns: np.ndarray) -> np.ndarray:
+        """Cosine of each row's profile and each of ``columns[r]``."""
+        picked = self.unit_vectors[np.maximum(columns, 0)]
+        return np.matmul(picked, self.profiles[:, :, None])[..., 0]
+
+    def lm_recent_at(self, columns: np.ndarray) -> np.ndarray:
+        """Best cosine of each of ``columns[r]`` with row ``r``'s recent items (0 with none)."""
+        recent = self.unit_vectors[np.maximum(self.recent, 0)] * (self.recent >= 0)[..., None]
+        picked = self.unit_vectors[np.maximum(columns, 0)]
+        return np.matmul(recent, picked.transpose(0, 2, 1)).max(axis=1)
+
+
+def lists(p: Pooled, exclude: sp.csr_matrix | None, alpha: float, cfg: CandidateSettings) -> list[np.ndarray]:
+    """The four sources' ranked lists, in ``models.candidates.SOURCES`` order, -1 padded;
+    none holds a column of ``exclude``'s row (None: any may come)."""
+    seen = 0 if exclude is None else int(np.diff(exclude.indptr).max(initial=0))
+    # CF and LM proposals together, then ranked by cf + alpha x LM as the dense rows are.
+    cf_top = p.cf.top(cfg.cf, exclude)
+    _, lm_top = p.index.search(p.profiles, cfg.cf + min(seen, cfg.cf))
+    lm_top = _unique_rows(np.where(_member_cols(exclude, lm_top), -1, lm_top))
+    proposed = _unique_rows(np.concatenate([cf_top, lm_top], axis=1))
+    combined = p.cf.at(proposed) + np.float32(alpha) * _minmax_valid(p.lm_at(proposed), proposed >= 0)
+    cf_list = _ranked(proposed, combined, cfg.cf)
+    ease_list = p.ease.top(cfg.ease, exclude)
+    # The recent items themselves score 1 and come first where the data set repeats.
+    near = np.where((p.recent >= 0)[..., None], p.neighbours[np.maximum(p.recent, 0)], -1)
+    pooled = _unique_rows(np.concatenate([p.recent, near.reshape(len(near), -1)], axis=1))
+    pooled[_member_cols(exclude, pooled)] = -1
+    lm_list = _ranked(pooled, np.where(pooled >= 0, p.lm_recent_at(pooled), -np.inf), cfg.lm)
+    prefix = np.broadcast_to(p.pop_order[: cfg.pop + seen], (len(p.profiles), min(cfg.pop + seen, len(p.pop_order))))
+    prefix = np.where(_member_cols(exclude, prefix), -1, prefix)
+    pop_list = _first_valid(prefix, cfg.pop)
+    return [cf_list, ease_list, lm_list, pop_list]
+
+
+def values(p: Pooled, items: np.ndarray) -> dict[str, np.ndarray]:
+    """The score features of ``items`` (union columns, -1 padded)."""
+    safe = np.maximum(items, 0)
+    return {"cf": p.cf.at(safe), "cf_rank": p.cf.ranks(safe), "ease": p.ease.at(safe), "ease_rank": p.ease.ranks(safe),
+            "lm": p.lm_at(safe), "lm_recent": p.lm_recent_at(safe)}
+
+
+# ---------------------------------------------------------------- row helpers
+
+
+def _order_keys(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """int64 keys that sort as (value descending, column ascending), as ``ranks_of``'s."""
+    bits = (np.asarray(values, np.float32) + np.float32(0.0)).view(np.int32)
+    ordered = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits).astype(np.int64)
+    return (-ordered << 32) | np.asarray(columns, np.int64)
+
+
+def _lookup(m: sp.csr_matrix, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of ``columns[r]`` is stored in row ``r`` of ``m`` (sorted indices)."""
+    n = m.shape[1]
+    keys = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr)) * n + m.indices
+    wanted = np.arange(len(columns), dtype=np.int64)[:, None] * n + columns
+    if not len(keys):
+        return np.zeros(columns.shape, bool), np.zeros(columns.shape, np.int64)
+    pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return (keys[pos] == wanted) & (columns >= 0), pos
+
+
+def _member(m: sp.csr_matrix, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Whether each (rows[i], columns[i]) is stored in ``m`` (sorted indices)."""
+    n = m.shape[1]
+    keys = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr)) * n + m.indices
+    wanted = rows.astype(np.int64) * n + columns
+    if not len(keys):
+        return np.zeros(len(wanted), bool)
+    pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return keys[pos] == wanted
+
+
+def _member_cols(m: sp.csr_matrix | None, columns: np.ndarray) -> np.ndarray:
+    """Whether each of ``columns[r]`` is stored in row ``r`` of ``m`` (None: none is)."""
+    if m is None:
+        return np.zeros(columns.shape, bool)
+    rows = np.repeat(np.arange(len(columns)), columns.shape[1])
+    return _member(m, rows, columns.ravel()).reshape(columns.shape) & (columns >= 0)
+
+
+def _first_per_row(rows: np.ndarray, cols: np.ndarray, n_rows: int, n: int) -> np.ndarray:
+    """The first ``n`` of ``cols`` of each row (entries grouped by row, in order), -1 padded."""
+    out = np.full((n_rows, n), -1, np.int64)
+    starts = np.searchsorted(rows, np.arange(n_rows))
+    place = np.arange(len(rows)) - starts[rows]
+    ok = place < n
+    out[rows[ok], place[ok]] = cols[ok]
+    return out
+
+
+def _first_valid(columns: np.ndarray, n: int) -> np.ndarray:
+    """Each row's first ``n`` columns that are not -1, in order."""
+    rows, where = np.nonzero(columns >= 0)
+    return _first_per_row(rows, columns[rows, where], len(columns), n)
+
+
+def _ranked(columns: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
+    """Each row's ``n`` best of ``columns`` by ``scores`` (ties by column; -1 never)."""
+    out = np.full((len(columns), n), -1, np.int64)
+    for r in range(len(columns)):
+        ok = columns[r] >= 0
+        best = _best(scores[r][ok], columns[r][ok], n)
+        out[r, : len(best)] = best
+    return out
+
+
+def _best(values: np.ndarray, columns: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` best ``columns`` by ``values``, ties by lower column, best first: one
+    partition and a sort of ``n`` int64 keys (``_order_keys``), not a sort of the row."""
+    keys = _order_keys(values, columns)
+    if len(keys) > n:
+        keys = np.partition(keys, n - 1)[:n]
+    keys.sort()
+    return keys & np.int64(0xFFFFFFFF)
+
+
+def _minmax_valid(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Each row scaled to [0, 1] over its ``valid`` entries (0 elsewhere, and in constant rows)."""
+    low = np.where(valid, scores, np.inf).min(axis=1, keepdims=True)
+    high = np.where(valid, scores, -np.inf).max(axis=1, keepdims=True)
+    spread = high - low
+    ok = valid & np.isfinite(spread) & (spread > 0)
+    return np.divide(scores - np.where(np.isfinite(low), low, 0), spread, out=np.zeros_like(scores), where=ok).astype(np.float32)
+
+
+def _unique_rows(columns: np.ndarray) -> np.ndarray:
+    """``columns`` with each row's repeats after the first set to -1."""
+    columns = np.asarray(columns, np.int64)
+    order = np.argsort(columns, axis=1, kind="stable")
+    ordered = np.take_along_axis(columns, order, axis=1)
+    repeat = np.zeros(columns.shape, bool)
+    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    out = columns.copy()
+    np.put_along_axis(out, order, np.where(repeat, -1, ordered), axis=1)
+    return out
