@@ -43,11 +43,18 @@ SIZES = {"S": (1_000_000, 20_000, 50_000), "M": (5_000_000, 100_000, 250_000), "
 EVENTS_PER_SESSION = 67_186 / (2_000 * 9.0)
 RUN_STEPS = [step.name for step in STEPS if step.in_run]
 # What keeps each size in time on 2 cores, over the shop profile's settings: one protocol
-# (P2, each customer's last event), a short search, and time budgets for the searches and
-# the sequence model (it stops after the epoch that crosses its budget). Reported with the figures.
+# (P2, each customer's last event), a short search, a sample of at most 50,000 customers per
+# phase for the scorer and the baselines (train.max_users, evaluate.max_users), the smaller
+# baseline grid, and time budgets for the search and the sequence model (it stops after the
+# epoch that crosses its budget; past S it is off: its full softmax over 100k+ items costs
+# minutes an epoch). Reported with the figures.
+BASELINES = {"pop": {}, "pop_decay": {"decay": ["exponential"], "half_life_days": [30]},
+             "itemknn_decay": {"k": [250], "decay": ["exponential"], "half_life_days": [30]},
+             "ease": {"reg": [1000], "max_items": [4000]}, "own_items": {"decay": ["exponential"], "half_life_days": [30]}}
 BUDGETS = {
     size: {"split.protocols": ["P2"], "evaluate.protocols": ["P2"], "train.protocols": ["P2"], "train.trials": 2,
-           "train.timeout_s": budget, "train.sequence.timeout_s": budget}
+           "train.max_users": 50_000, "evaluate.max_users": 50_000, "evaluate.models": BASELINES,
+           "train.timeout_s": budget, "train.sequence.timeout_s": budget, "train.sequence.enabled": size == "S"}
     for size, budget in (("S", 600), ("M", 900), ("L", 1200))
 }
 REPORTS = ROOT / "reports" / "benchmarks"
@@ -164,6 +171,37 @@ def serving_figures(params_path: Path, seconds: int) -> dict:
             f"in_process_batch{bench.BATCH}_ms_per_request": floor[f"batch{bench.BATCH}_per_request_ms"]}
 
 
+def ann_figures(params, queries: int = 1000) -> dict:
+    """Recall@100 of the service's vector index against exact search (ann-benchmarks'
+    count: ties with the 100th best are found), queried with a sample of the items' own
+    vectors and of users' LM profiles; and the index's build time."""
+    import pandas as pd
+
+    from models.ann import VectorIndex, recall
+    from models.lm_score import normalise
+
+    stored = np.load(params.lm.out, allow_pickle=True)
+    vectors = normalise(stored["vectors"].astype(np.float32))
+    started = time.perf_counter()
+    approximate = VectorIndex.build(vectors, params.train.candidates.ann)
+    build_s = time.perf_counter() - started
+    exact = VectorIndex.build(vectors, params.train.candidates.ann, exact=True)
+    rng = np.random.default_rng(0)
+    profiles = pd.read_parquet(params.features.profiles_dir / "user_lm_profile.parquet", columns=["lm_profile"])
+    profiles = profiles.iloc[rng.choice(len(profiles), min(queries, len(profiles)), replace=False)]
+    from features.lm_profile import unit_profiles
+
+    out = {"ann_index": "exact" if approximate.exact else "hnsw", "ann_build_s": round(build_s, 1)}
+    for name, q in (("items", vectors[rng.choice(len(vectors), min(queries, len(vectors)), replace=False)]),
+                    ("profiles", unit_profiles(profiles, vectors.shape[1]))):
+        started = time.perf_counter()
+        scores, _ = approximate.search(q, 100)
+        out[f"ann_ms_per_query_{name}"] = round((time.perf_counter() - started) * 1000 / len(q), 3)
+        out[f"ann_recall_at_100_{name}"] = round(recall(scores, exact.search(q, 100)[0]), 4)
+    out["ann_recall_at_100"] = min(out["ann_recall_at_100_items"], out["ann_recall_at_100_profiles"])
+    return out
+
+
 def exponents(results: list[dict], x: str, y: str) -> dict[str, float | None]:
     """Per step, the slope of log(y) against log(x) over the measured sizes (None with one)."""
     out = {}
@@ -242,8 +280,7 @@ def main() -> None:
         "users": int(validated["user_id"].nunique()), "generate_s": generate_s, "steps": steps,
         "embed_first_s": steps["embed"]["time_s"], "embed_cached_s": cached["time_s"], "retrain_s": retrain_s,
         "peak_rss_mb": max(s["peak_rss_mb"] for s in steps.values()), "budgets": BUDGETS[args.size], **served,
-        # Exact search over every item's vector serves today; an ANN index has no recall to report yet.
-        "ann_recall_at_100": None,
+        **ann_figures(loaded),
     }
     REPORTS.mkdir(parents=True, exist_ok=True)
     (REPORTS / f"scale_{args.size}.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -260,6 +297,8 @@ def main() -> None:
     print(f"serving: c=1 {served['serving_rps_c1']} req/s p99 {served['serving_p99_ms_c1']} ms; c=32 {served['serving_rps_c32']} "
           f"req/s p99 {served['serving_p99_ms_c32']} ms; {served['serving_errors']} errors; in-process "
           f"{served['in_process_ms_per_request']} ms per request (p50)")
+    print(f"vector index ({result['ann_index']}, built in {result['ann_build_s']} s): recall@100 against exact "
+          f"{result['ann_recall_at_100_items']} (item queries), {result['ann_recall_at_100_profiles']} (user profiles)")
     print(json.dumps(result))
 
 

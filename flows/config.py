@@ -159,6 +159,9 @@ class EvaluateConfig(_Strict):
     models: dict[str, dict[str, list]] = Field(default_factory=dict)
     segments: SegmentConfig = SegmentConfig()
     score_batch: int = 2048  # users scored at once: bounds memory to batch x items floats
+    # Evaluated users per phase (a seeded sample; None: all): with train.max_users and
+    # train.seed 0, the very users the scorer is measured on.
+    max_users: int | None = None
     out_dir: Path = Path("reports/evaluation")
 
 
@@ -305,6 +308,9 @@ class TrainConfig(_Strict):
     ease_max_items: int | None = None  # EASE over the most interacted-with items only (cost is cubic)
     pop_half_life_days: float = 30.0
     p99_users: int = 200  # single-user scoring calls timed for the latency guard
+    # Users per phase the scorer learns from, is validated and tested on (a seeded sample;
+    # None: all). A view holds (users x candidates x features) floats: 1M users, 12 GB.
+    max_users: int | None = None
     candidates: CandidateSettings = CandidateSettings()
     scorer: ScorerSettings = ScorerSettings()
     sequence: SequenceSettings = SequenceSettings()

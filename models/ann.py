@@ -12,13 +12,24 @@ Columns are the rows of the vectors given; ``-1`` pads where fewer than ``k`` ex
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
     from flows.config import AnnSettings
+
+
+def _faiss():
+    """faiss, imported on first use (it is not on the service's start-up path for small
+    catalogues); its loader's notes on which CPU build it found stay out of step logs."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    import faiss
+
+    return faiss
 
 
 @dataclass
@@ -33,8 +44,7 @@ class VectorIndex:
     def build(cls, vectors: np.ndarray, cfg: AnnSettings, exact: bool | None = None) -> VectorIndex:
         """An exact flat index at ``cfg.exact_max_items`` items or fewer (or with ``exact``),
         else an HNSW graph with ``cfg``'s settings."""
-        import faiss
-
+        faiss = _faiss()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, dim = vectors.shape
         exact = n <= cfg.exact_max_items if exact is None else exact
@@ -57,8 +67,7 @@ class VectorIndex:
             return np.empty((len(queries), max(k, 0)), np.float32), np.full((len(queries), max(k, 0)), -1, np.int64)
         params = None
         if not self.exact and k > self.index.hnsw.efSearch:
-            import faiss
-
+            faiss = _faiss()
             # HNSW returns at most efSearch results: a deeper list needs a wider search.
             params = faiss.SearchParametersHNSW(efSearch=k)
         scores, columns = self.index.search(queries, min(k, self.n_items), params=params)
@@ -71,27 +80,68 @@ class VectorIndex:
             columns = np.pad(columns, ((0, 0), (0, pad)), constant_values=-1)
         return scores, columns.astype(np.int64)
 
-    def neighbours(self, vectors: np.ndarray, k: int, batch: int = 8192) -> np.ndarray:
-        """``(n_items, k)`` item columns: each item's ``k`` nearest other items (``vectors``
-        are the indexed rows), precomputed so that a user's recent items cost a lookup."""
+    def neighbours(self, vectors: np.ndarray, k: int, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+        """``(columns, scores)``, each ``(n_items, k)``: each item's ``k`` nearest other items
+        (``vectors`` are the indexed rows) and their cosines, precomputed so that a user's
+        recent items cost a lookup; -1 and -inf pad."""
         out = np.full((self.n_items, k), -1, dtype=np.int64)
+        cosines = np.full((self.n_items, k), -np.inf, dtype=np.float32)
         for start in range(0, self.n_items, batch):
             stop = min(start + batch, self.n_items)
-            _, found = self.search(vectors[start:stop], k + 1)
+            scores, found = self.search(vectors[start:stop], k + 1)
             own = found == np.arange(start, stop)[:, None]
             # Drop the item itself wherever it came back, else the last of the k + 1.
             keep = ~own & (np.cumsum(~own, axis=1) <= k)
             for r in range(stop - start):
                 row = found[r][keep[r]]
                 out[start + r, : len(row)] = row
-        return out
+                cosines[start + r, : len(row)] = scores[r][keep[r]]
+        return out, cosines
 
 
-def recall(approximate: np.ndarray, exact: np.ndarray) -> float:
-    """Mean share of each row's exact top-k (``-1`` padding ignored) found by ``approximate``."""
-    shares = []
-    for a, e in zip(approximate, exact):
-        wanted = e[e >= 0]
-        if len(wanted):
-            shares.append(np.isin(wanted, a).mean())
-    return float(np.mean(shares)) if shares else float("nan")
+@dataclass
+class Neighbourhood:
+    """A catalogue's vector index and each item's LM neighbours (``item_ids`` in row order):
+    what pooled candidates read, built once by the package step and loaded by the service."""
+
+    item_ids: np.ndarray
+    index: VectorIndex
+    neighbours: np.ndarray  # (len(item_ids), cfg.neighbours) item rows, -1 padded
+    scores: np.ndarray  # their cosines, -inf padded
+
+    FILES = ("lm_index.faiss", "lm_neighbours.npy", "lm_neighbour_scores.npy", "lm_index_items.npy")
+
+    @classmethod
+    def build(cls, item_ids: np.ndarray, unit_vectors: np.ndarray, cfg: AnnSettings) -> Neighbourhood:
+        index = VectorIndex.build(unit_vectors, cfg)
+        return cls(np.asarray(item_ids), index, *index.neighbours(unit_vectors, cfg.neighbours))
+
+    def save(self, folder: Path) -> None:
+        faiss = _faiss()
+        index_file, neighbours_file, scores_file, ids_file = (Path(folder) / name for name in self.FILES)
+        faiss.write_index(self.index.index, str(index_file))
+        np.save(neighbours_file, self.neighbours)
+        np.save(scores_file, self.scores)
+        np.save(ids_file, self.item_ids, allow_pickle=self.item_ids.dtype == object)
+
+    @classmethod
+    def load(cls, folder: Path) -> Neighbourhood | None:
+        """The neighbourhood saved in ``folder``; None where there is none."""
+        faiss = _faiss()
+        index_file, neighbours_file, scores_file, ids_file = (Path(folder) / name for name in cls.FILES)
+        if not index_file.exists():
+            return None
+        index = faiss.read_index(str(index_file))
+        return cls(np.load(ids_file, allow_pickle=True), VectorIndex(index, index.ntotal, not hasattr(index, "hnsw")),
+                   np.load(neighbours_file), np.load(scores_file))
+
+
+def recall(approximate_scores: np.ndarray, exact_scores: np.ndarray, epsilon: float = 1e-3) -> float:
+    """Recall@k as ann-benchmarks counts it: the share of the approximate top-k whose score is
+    within ``epsilon`` of the exact k-th best or above it, so that items tied with the k-th
+    (templated texts have many) count as found. Rows are ``(queries, k)``; ``-inf`` pads."""
+    kth = exact_scores[:, -1:]
+    found = (approximate_scores >= kth - epsilon) & np.isfinite(approximate_scores)
+    wanted = np.isfinite(exact_scores).sum(axis=1)
+    rows = wanted > 0
+    return float(np.mean(np.minimum(found.sum(axis=1)[rows], wanted[rows]) / wanted[rows])) if rows.any() else float("nan")

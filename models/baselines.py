@@ -25,6 +25,7 @@ from scipy.linalg import lapack
 from features.decay import exponential, linear, time_windows
 from features.learned_decay import LearnedDecay, UserHalfLives, fit_user_half_lives, holdout_mask
 from models.interactions import Interactions
+from models.metrics import best
 
 # Rows scored per batch: bounds the dense intermediates to BATCH_ROWS x n_items.
 BATCH_ROWS = 2048
@@ -233,37 +234,33 @@ def cosine_topk(matrix: sp.csr_matrix, k: int, shrink: float = 0.0) -> sp.csr_ma
     n = matrix.shape[1]
     k = min(k, n)
     norms = np.sqrt(np.asarray(matrix.power(2).sum(axis=0), dtype=np.float32).ravel())
-    # Symmetric, so row j of the gram is column j of RecBole's block.
-    gram = (matrix.T @ matrix).tocsr()
-    block = max(1, _BLOCK_ELEMENTS // max(n, 1))
+    items = matrix.T.tocsr()
     keep_rows, keep_cols, keep_vals = [], [], []
+    # The gram a block of items at a time, kept sparse: its cost is the co-occurring pairs,
+    # where dense blocks cost n^2 (200k items: 2,500 blocks of 16M cells).
+    block = max(1, _BLOCK_ELEMENTS // max(1, n))
     for start in range(0, n, block):
         stop = min(start + block, n)
-        local = np.arange(stop - start)
-        w = gram[start:stop].toarray()
-        w[local, local + start] = 0.0
-        denominator = norms[start:stop, None] * norms[None, :] + np.float32(shrink) + np.float32(1e-6)
-        w *= np.float32(1.0) / denominator
-        keep = _top_k_mask(w, k) & (w != 0.0)
-        targets, neighbours = np.nonzero(keep)
-        keep_rows.append(neighbours)
-        keep_cols.append(targets + start)
-        keep_vals.append(w[targets, neighbours])
+        # Symmetric, so row j of the gram is column j of RecBole's block.
+        gram = sp.csr_matrix(items[start:stop] @ matrix)
+        gram.sort_indices()
+        target = np.repeat(np.arange(start, stop), np.diff(gram.indptr))
+        neighbour = gram.indices.astype(np.int64)
+        denominator = norms[target] * norms[neighbour] + np.float32(shrink) + np.float32(1e-6)
+        w = gram.data * (np.float32(1.0) / denominator)
+        w[neighbour == target] = 0.0
+        for r in range(stop - start):
+            a, b = gram.indptr[r], gram.indptr[r + 1]
+            values, columns = w[a:b], neighbour[a:b]
+            nonzero = values != 0.0
+            top = best(values[nonzero], columns[nonzero], k)
+            keep_rows.append(top)
+            keep_cols.append(np.full(len(top), start + r))
+            keep_vals.append(values[np.searchsorted(columns, top)])
     rows = np.concatenate(keep_rows) if keep_rows else np.empty(0, np.int64)
     cols = np.concatenate(keep_cols) if keep_cols else np.empty(0, np.int64)
     vals = np.concatenate(keep_vals) if keep_vals else np.empty(0, np.float32)
     return sp.csr_matrix((vals.astype(np.float32), (rows, cols)), shape=(n, n), dtype=np.float32)
-
-
-def _top_k_mask(w: np.ndarray, k: int) -> np.ndarray:
-    """Per row, a mask of the ``k`` largest values; ties at the k-th value go to lower columns."""
-    if k >= w.shape[1]:
-        return np.ones(w.shape, dtype=bool)
-    kth = -np.partition(-w, k - 1, axis=1)[:, k - 1 : k]
-    above = w > kth
-    tied = w == kth
-    room = k - above.sum(axis=1, keepdims=True)
-    return above | (tied & (np.cumsum(tied, axis=1) <= room))
 
 
 @dataclass

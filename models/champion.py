@@ -50,7 +50,7 @@ def _measure_sequence(model, task: Task, items: pd.DataFrame, vectors: ItemVecto
     from models.protocols import encode
     from models.train import measure_model
 
-    target = phase.target if phase is not None else encode(task)
+    target = phase.target if phase is not None else encode(task).sample(params.train.max_users, params.train.seed)
     return measure_model(model.bind(target.data), target, items, params.evaluate.segments, params.train)
 
 

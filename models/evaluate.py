@@ -142,7 +142,7 @@ def evaluate_protocol(tasks: dict[str, Task], items: pd.DataFrame, cfg, vectors=
     """Every configured model: tuned on validation, refit and measured on test.
 
     ``vectors`` (``models.lm_score.ItemVectors``) feed the models that read item text."""
-    valid, test = encode(tasks["valid"]), encode(tasks["test"])
+    valid, test = encode(tasks["valid"]).sample(cfg.max_users, 0), encode(tasks["test"]).sample(cfg.max_users, 0)
     valid_ctx = context(valid, items, cfg.segments)
     test_ctx = context(test, items, cfg.segments)
     runs = []

@@ -24,6 +24,28 @@ ACCURACY_METRICS = ("precision", "recall", "ndcg", "mrr", "hit")
 # --------------------------------------------------------------------------- top-K
 
 
+def order_keys(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """int64 keys that sort as (float32 value descending, column ascending): a ranking with
+    ties by column is one plain sort (SIMD in numpy), not a stable argsort of the values.
+    Columns must be below 2^32."""
+    # + 0.0 turns -0.0 into 0.0: equal as floats, so tied. NaN has no rank (top_k refuses it).
+    bits = (np.asarray(values, np.float32) + np.float32(0.0)).view(np.int32)
+    # Negative floats' bits count the wrong way: flipping all but the sign bit makes the
+    # integers order as the floats do.
+    ordered = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits).astype(np.int64)
+    return (-ordered << 32) | np.asarray(columns, np.int64)
+
+
+def best(values: np.ndarray, columns: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` best ``columns`` by ``values``, ties by lower column, best first: one
+    partition and a sort of ``n`` keys (``order_keys``), not a sort of them all."""
+    keys = order_keys(values, columns)
+    if len(keys) > n:
+        keys = np.partition(keys, n - 1)[:n]
+    keys.sort()
+    return keys & np.int64(0xFFFFFFFF)
+
+
 def top_k(
     scores: np.ndarray,
     exclude: sp.spmatrix | sp.sparray | None,

@@ -28,10 +28,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from models.ann import VectorIndex
+from models.ann import Neighbourhood
+from models.metrics import best, order_keys
 
 if TYPE_CHECKING:
     from flows.config import CandidateSettings
+
+GATHER_ROWS = 256  # rows whose candidates' LM vectors are gathered at once (``Pooled.lm_at``)
 
 
 @dataclass
@@ -89,10 +92,10 @@ class RowScores:
         m = self.stored
         for r in range(len(columns)):
             a, b = m.indptr[r], m.indptr[r + 1]
-            cols, keys = m.indices[a:b].astype(np.int64), _order_keys(m.data[a:b], m.indices[a:b])
+            cols, keys = m.indices[a:b].astype(np.int64), order_keys(m.data[a:b], m.indices[a:b])
             keys.sort()
             c, v = columns[r].astype(np.int64), values[r]
-            ahead = np.searchsorted(keys, _order_keys(v, c))  # stored columns ranked before each
+            ahead = np.searchsorted(keys, order_keys(v, c))  # stored columns ranked before each
             implicit = self.n_items - (b - a)
             below = c - np.searchsorted(cols, c)  # columns under c that are not stored
             fill = self.fill[r]
@@ -111,8 +114,8 @@ class RowScores:
         for r in range(m.shape[0]):
             a, b = m.indptr[r], m.indptr[r + 1]
             ok = keep[a:b]
-            best = _best(m.data[a:b][ok], m.indices[a:b][ok], n)
-            out[r, : len(best)] = best
+            top = best(m.data[a:b][ok], m.indices[a:b][ok], n)
+            out[r, : len(top)] = top
         return out
 
 
@@ -125,20 +128,22 @@ class Pooled:
     profiles: np.ndarray  # (rows, dim) unit LM profiles
     recent: np.ndarray  # (rows, recent_items) latest item columns, -1 padded
     unit_vectors: np.ndarray  # (n_items, dim)
-    index: VectorIndex
-    neighbours: np.ndarray  # (n_items, k) each item's LM neighbours
+    near: Neighbourhood
     pop_order: np.ndarray  # item columns, most popular first (ties by column)
 
-    def lm_at(self, columns: np.ndarray) -> np.ndarray:
-        """Cosine of each row's profile and each of ``columns[r]``."""
-        picked = self.unit_vectors[np.maximum(columns, 0)]
-        return np.matmul(picked, self.profiles[:, :, None])[..., 0]
-
-    def lm_recent_at(self, columns: np.ndarray) -> np.ndarray:
-        """Best cosine of each of ``columns[r]`` with row ``r``'s recent items (0 with none)."""
-        recent = self.unit_vectors[np.maximum(self.recent, 0)] * (self.recent >= 0)[..., None]
-        picked = self.unit_vectors[np.maximum(columns, 0)]
-        return np.matmul(recent, picked.transpose(0, 2, 1)).max(axis=1)
+    def lm_at(self, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(lm, lm_recent)`` at ``columns[r]``: the cosine of row ``r``'s profile with each,
+        and each one's best cosine with row ``r``'s recent items (0 with none)."""
+        lm, recent = np.empty(columns.shape, np.float32), np.empty(columns.shape, np.float32)
+        # The candidates' vectors a slice of rows at a time: 1,024 rows of 350 candidates
+        # would gather 550 MB of 384-d vectors at once.
+        for a in range(0, len(columns), GATHER_ROWS):
+            b = min(a + GATHER_ROWS, len(columns))
+            picked = self.unit_vectors[np.maximum(columns[a:b], 0)]
+            lm[a:b] = np.matmul(picked, self.profiles[a:b, :, None])[..., 0]
+            latest = self.unit_vectors[np.maximum(self.recent[a:b], 0)] * (self.recent[a:b] >= 0)[..., None]
+            recent[a:b] = np.matmul(latest, picked.transpose(0, 2, 1)).max(axis=1)
+        return lm, recent
 
 
 def lists(p: Pooled, exclude: sp.csr_matrix | None, alpha: float, cfg: CandidateSettings) -> list[np.ndarray]:
@@ -147,38 +152,51 @@ def lists(p: Pooled, exclude: sp.csr_matrix | None, alpha: float, cfg: Candidate
     seen = 0 if exclude is None else int(np.diff(exclude.indptr).max(initial=0))
     # CF and LM proposals together, then ranked by cf + alpha x LM as the dense rows are.
     cf_top = p.cf.top(cfg.cf, exclude)
-    _, lm_top = p.index.search(p.profiles, cfg.cf + min(seen, cfg.cf))
+    lm_scores, lm_top = p.near.index.search(p.profiles, cfg.cf + min(seen, cfg.cf))
     lm_top = _unique_rows(np.where(_member_cols(exclude, lm_top), -1, lm_top))
-    proposed = _unique_rows(np.concatenate([cf_top, lm_top], axis=1))
-    combined = p.cf.at(proposed) + np.float32(alpha) * _minmax_valid(p.lm_at(proposed), proposed >= 0)
-    cf_list = _ranked(proposed, combined, cfg.cf)
+    cf_part = p.cf.at(np.maximum(cf_top, 0))
+    # LM cosines of the CF proposals: the search gave the LM ones' already.
+    cf_lm = np.matmul(p.unit_vectors[np.maximum(cf_top, 0)], p.profiles[:, :, None])[..., 0]
+    proposed = np.concatenate([cf_top, lm_top], axis=1)
+    lm_values = np.concatenate([cf_lm, lm_scores], axis=1)
+    combined = np.concatenate([cf_part, p.cf.at(np.maximum(lm_top, 0))], axis=1) + np.float32(alpha) * _minmax_valid(
+        lm_values, proposed >= 0)
+    cf_list = _ranked(_unique_rows(proposed), combined, cfg.cf)
     ease_list = p.ease.top(cfg.ease, exclude)
-    # The recent items themselves score 1 and come first where the data set repeats.
-    near = np.where((p.recent >= 0)[..., None], p.neighbours[np.maximum(p.recent, 0)], -1)
-    pooled = _unique_rows(np.concatenate([p.recent, near.reshape(len(near), -1)], axis=1))
-    pooled[_member_cols(exclude, pooled)] = -1
-    lm_list = _ranked(pooled, np.where(pooled >= 0, p.lm_recent_at(pooled), -np.inf), cfg.lm)
+    lm_list = _ranked(*_recent_neighbours(p, exclude), cfg.lm)
     prefix = np.broadcast_to(p.pop_order[: cfg.pop + seen], (len(p.profiles), min(cfg.pop + seen, len(p.pop_order))))
     prefix = np.where(_member_cols(exclude, prefix), -1, prefix)
     pop_list = _first_valid(prefix, cfg.pop)
     return [cf_list, ease_list, lm_list, pop_list]
 
 
+def _recent_neighbours(p: Pooled, exclude: sp.csr_matrix | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's recent items and their LM neighbour lists, as ``(columns, scores)``: an
+    item's score is its best cosine with a recent item whose list holds it (the recent items
+    themselves score 1 and come first where the data set repeats)."""
+    rows, m = p.recent.shape
+    has = p.recent >= 0
+    lists = np.where(has[..., None], p.near.neighbours[np.maximum(p.recent, 0)], -1).reshape(rows, -1)
+    list_scores = np.where(has[..., None], p.near.scores[np.maximum(p.recent, 0)], -np.inf).reshape(rows, -1)
+    own = np.where(has & np.any(p.unit_vectors[np.maximum(p.recent, 0)] != 0, axis=-1), np.float32(1.0), np.float32(0.0))
+    columns = np.concatenate([p.recent, lists], axis=1)
+    scores = np.concatenate([np.where(has, own, -np.inf), list_scores], axis=1).astype(np.float32)
+    columns[_member_cols(exclude, columns) | ~np.isfinite(scores)] = -1
+    # Keep each column's best score: sorted by score first, a column's first place is its best.
+    order = np.argsort(-scores, axis=1, kind="stable")
+    columns, scores = np.take_along_axis(columns, order, axis=1), np.take_along_axis(scores, order, axis=1)
+    return _unique_rows(columns), scores
+
+
 def values(p: Pooled, items: np.ndarray) -> dict[str, np.ndarray]:
     """The score features of ``items`` (union columns, -1 padded)."""
     safe = np.maximum(items, 0)
+    lm, lm_recent = p.lm_at(safe)
     return {"cf": p.cf.at(safe), "cf_rank": p.cf.ranks(safe), "ease": p.ease.at(safe), "ease_rank": p.ease.ranks(safe),
-            "lm": p.lm_at(safe), "lm_recent": p.lm_recent_at(safe)}
+            "lm": lm, "lm_recent": lm_recent}
 
 
 # ---------------------------------------------------------------- row helpers
-
-
-def _order_keys(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """int64 keys that sort as (value descending, column ascending), as ``ranks_of``'s."""
-    bits = (np.asarray(values, np.float32) + np.float32(0.0)).view(np.int32)
-    ordered = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits).astype(np.int64)
-    return (-ordered << 32) | np.asarray(columns, np.int64)
 
 
 def _lookup(m: sp.csr_matrix, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -232,19 +250,9 @@ def _ranked(columns: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
     out = np.full((len(columns), n), -1, np.int64)
     for r in range(len(columns)):
         ok = columns[r] >= 0
-        best = _best(scores[r][ok], columns[r][ok], n)
-        out[r, : len(best)] = best
+        top = best(scores[r][ok], columns[r][ok], n)
+        out[r, : len(top)] = top
     return out
-
-
-def _best(values: np.ndarray, columns: np.ndarray, n: int) -> np.ndarray:
-    """The ``n`` best ``columns`` by ``values``, ties by lower column, best first: one
-    partition and a sort of ``n`` int64 keys (``_order_keys``), not a sort of the row."""
-    keys = _order_keys(values, columns)
-    if len(keys) > n:
-        keys = np.partition(keys, n - 1)[:n]
-    keys.sort()
-    return keys & np.int64(0xFFFFFFFF)
 
 
 def _minmax_valid(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -54,6 +54,14 @@ class Target:
     hidden: sp.csr_matrix  # len(rows) x n_items, binary (empty where the data set repeats)
     repeats: bool = False  # what the task said: models may rank the user's own past items
 
+    def sample(self, n: int | None, seed: int) -> Target:
+        """At most ``n`` of the evaluated users (a seeded uniform sample, in row order); all
+        of them with ``None`` or fewer than ``n``."""
+        if n is None or len(self.rows) <= n:
+            return self
+        pick = np.sort(np.random.default_rng(seed).choice(len(self.rows), n, replace=False))
+        return Target(self.data, self.rows[pick], self.truth[pick], self.hidden[pick], self.repeats)
+
 
 def _pairs_matrix(data: Interactions, events: pd.DataFrame, rows: np.ndarray) -> sp.csr_matrix:
     """Binary (len(rows) x n_items) matrix of the events' (user, item) pairs, for ``rows``."""

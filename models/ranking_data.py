@@ -23,6 +23,7 @@ from models import pool
 from models.baselines import EASE, DecayedItemKNN, DecayedPopularity, minmax_rows
 from models.candidates import top_unseen, union
 from models.interactions import Interactions
+from models.metrics import order_keys
 from models.lm_score import ItemVectors, normalise
 from models.signals import Signals, Sources, read, select
 
@@ -148,7 +149,7 @@ def pooled_sources(h: History, sources: Sources, pop: DecayedPopularity, cfg: Ca
     if key not in h.indexes:
         h.indexes[key] = sources.with_index(cfg, pop.score(np.zeros(1, np.int64))[0])
     built = h.indexes[key]
-    return replace(sources, index=built.index, neighbours=built.neighbours, pop_order=built.pop_order)
+    return replace(sources, near=built.near, pop_order=built.pop_order)
 
 
 def ranks_of(scores: np.ndarray, columns: np.ndarray) -> np.ndarray:
@@ -161,12 +162,7 @@ def ranks_of(scores: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """
     if scores.dtype != np.float32:
         raise TypeError(f"ranks_of needs float32 scores, got {scores.dtype}")
-    # + 0.0 turns -0.0 into 0.0: equal as floats, so tied. NaN has no rank (top_k refuses it).
-    bits = (scores + np.float32(0.0)).view(np.int32)
-    # Negative floats' bits count the wrong way: flipping all but the sign bit makes the
-    # integers order as the floats do.
-    ordered = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits).astype(np.int64)
-    keys = (-ordered << 32) | np.arange(scores.shape[1], dtype=np.int64)
+    keys = order_keys(scores, np.broadcast_to(np.arange(scores.shape[1], dtype=np.int64), scores.shape))
     wanted = np.take_along_axis(keys, columns, axis=1)
     keys.sort(axis=1)
     out = np.empty(columns.shape, dtype=np.float32)

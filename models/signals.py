@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from models.ann import VectorIndex
+from models.ann import Neighbourhood
 from models.baselines import EASE, DecayedItemKNN, minmax_rows
 from models.interactions import Interactions
 from models.pool import Pooled, RowScores
@@ -71,27 +71,27 @@ class OwnHistory:
 class Sources:
     """The fitted candidate sources over one catalogue: item-CF, EASE and the items' unit
     LM vectors (``recent_items``: how many of a user's latest items ``lm_recent`` looks at);
-    for a large catalogue, its LM vector index and each item's LM neighbours (``Sources.index``)."""
+    for a large catalogue, its LM vector index and each item's LM neighbours (``near``)."""
 
     knn: DecayedItemKNN
     ease: EASE
     unit_vectors: np.ndarray  # (n_items, dim)
     recent_items: int
-    index: VectorIndex | None = None
-    neighbours: np.ndarray | None = None  # (n_items, k) item columns
+    near: Neighbourhood | None = None  # the items' vector index and LM neighbour lists
     pop_order: np.ndarray | None = None  # item columns, most popular first
 
-    def with_index(self, cfg: CandidateSettings, pop: np.ndarray) -> Sources:
-        """These sources with what pooled candidates need: the vector index over the items,
-        each item's LM neighbours, and the popularity order of ``pop`` (ties by column)."""
-        index = VectorIndex.build(self.unit_vectors, cfg.ann)
-        neighbours = index.neighbours(self.unit_vectors, cfg.ann.neighbours)
+    def with_index(self, cfg: CandidateSettings, pop: np.ndarray, near: Neighbourhood | None = None) -> Sources:
+        """These sources with what pooled candidates need: the vector index over the items
+        and each item's LM neighbours (``near``, else built here), and the popularity order
+        of ``pop`` (ties by column)."""
+        if near is None:
+            near = Neighbourhood.build(np.arange(len(self.unit_vectors)), self.unit_vectors, cfg.ann)
         order = np.argsort(-np.asarray(pop, np.float32), kind="stable")
-        return replace(self, index=index, neighbours=neighbours, pop_order=order)
+        return replace(self, near=near, pop_order=order)
 
     @property
     def is_pooled(self) -> bool:
-        return self.index is not None
+        return self.near is not None
 
     def pooled(self, hist: Interactions, profiles: np.ndarray) -> Pooled:
         """The scores of ``hist``'s users, each source kept to what it proposes (``models.pool``)."""
@@ -99,8 +99,8 @@ class Sources:
         ease = self.ease.score_kept(hist)
         return Pooled(cf=RowScores.minmax(self.knn.score_histories_sparse(hist), n),
                       ease=RowScores.dense_columns(ease, self.ease.columns_, n), profiles=np.asarray(profiles, np.float32),
-                      recent=latest_items(hist, self.recent_items), unit_vectors=self.unit_vectors, index=self.index,
-                      neighbours=self.neighbours, pop_order=self.pop_order)
+                      recent=latest_items(hist, self.recent_items), unit_vectors=self.unit_vectors, near=self.near,
+                      pop_order=self.pop_order)
 
     def scores(self, hist: Interactions, profiles: np.ndarray) -> list[np.ndarray]:
         """``[cf, ease, lm, lm_recent]``: each ``(users of hist, n_items)`` float32, row ``r``

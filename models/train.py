@@ -92,9 +92,9 @@ def phase(task: Task, items: pd.DataFrame, vectors: ItemVectors, features_cfg, s
     for window in range(1, settings.label_windows + 1):
         earlier, labels = inner_split(task.protocol, task.fit, settings.label_share, window)
         target = encode(Task(task.protocol, f"inner{window}", earlier, labels, earlier, task.repeats))
-        inner.append((history(earlier, items, vectors, features_cfg), target))
+        inner.append((history(earlier, items, vectors, features_cfg), target.sample(settings.max_users, settings.seed + window)))
     outer = history(task.fit, items, vectors, features_cfg)
-    return Phase(inner, outer, encode(task))
+    return Phase(inner, outer, encode(task).sample(settings.max_users, settings.seed))
 
 
 def views(p: Phase, hp: dict, settings: TrainConfig) -> tuple[list[tuple[View, np.ndarray]], View]:
@@ -224,7 +224,7 @@ def run_sequence(phases: dict[str, Task], items: pd.DataFrame, vectors: ItemVect
     """Train on the validation phase's fitting data (early stopping on its NDCG@10), then
     rank test from train + validation with the same weights."""
     p, protocol = settings.sequence, phases["test"].protocol
-    valid, test = encode(phases["valid"]), encode(phases["test"])
+    valid, test = (encode(phases[part]).sample(settings.max_users, settings.seed) for part in ("valid", "test"))
     log.info("%s: sequence model on %s users' last %d events", protocol, f"{valid.data.n_users:,}", p.max_len)
     model = SequenceModel(item_vectors=vectors, params=p)
     curve = model.train(valid.data, monitor=lambda m: ranked_ndcg(m, valid))

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from flows.config import Params, StoreConfig
+from models.ann import Neighbourhood
 from models.lm_score import ItemVectors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +40,7 @@ class Bundle:
     items: pd.DataFrame
     vectors: ItemVectors
     published: str | None = None  # which write of the package step it is
+    neighbourhood: Neighbourhood | None = None  # a large catalogue's LM index (``models.ann``)
 
 
 
@@ -68,7 +70,24 @@ def write_bundle(params: Params, model: str, info: dict, out: Path) -> Path:
     shutil.copyfile(validated / "events.parquet", out / "events.parquet")
     shutil.copyfile(validated / "items.parquet", out / "items.parquet")
     shutil.copyfile(params.lm.out, out / "items.npz")
+    write_neighbourhood(params, out)
     return out
+
+
+def write_neighbourhood(params: Params, out: Path) -> None:
+    """A large catalogue's vector index and neighbour lists (``models.pool``), built here once
+    rather than by every worker of every replica at start: 200k items take minutes."""
+    import numpy as np
+
+    from models.embeddings import load_vectors
+    from models.lm_score import normalise
+
+    item_ids = np.unique(pd.read_parquet(out / "events.parquet", columns=["item_id"])["item_id"].to_numpy())  # Interactions' columns
+    if not params.train.candidates.pooled(len(item_ids)):
+        return
+    known, vectors, _ = load_vectors(out / "items.npz")
+    unit = normalise(ItemVectors(known, vectors).aligned(item_ids))
+    Neighbourhood.build(item_ids, unit, params.train.candidates.ann).save(out)
 
 
 def build_bento(params: Params, model: str) -> str:
@@ -144,7 +163,8 @@ def load_bundle(folder: str | Path, attempts: int = 20) -> Bundle:
             if json.loads((folder / "bundle.json").read_text()).get("published") == manifest.get("published"):
                 return Bundle(params=Params.model_validate(manifest["params"]), model=manifest["model"],
                               kind=manifest["kind"], hp=manifest["hp"], events=events, items=items,
-                              vectors=ItemVectors(item_ids, vectors), published=manifest.get("published"))
+                              vectors=ItemVectors(item_ids, vectors), published=manifest.get("published"),
+                              neighbourhood=Neighbourhood.load(folder))
         except FileNotFoundError:
             if attempt == attempts - 1:
                 raise

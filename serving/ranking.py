@@ -43,7 +43,10 @@ class ScorerRanking:
         if train.candidates.pooled(len(engine.item_ids)):
             # Popularity's order follows live events (``pop_order``); the index and the
             # neighbour lists depend on the item vectors alone.
-            self.sources = self.sources.with_index(train.candidates, np.zeros(len(engine.item_ids), np.float32))
+            near = engine.bundle.neighbourhood
+            if near is None or not np.array_equal(near.item_ids, engine.item_ids):
+                near = None  # the bundle has none for this catalogue (other settings): built here
+            self.sources = self.sources.with_index(train.candidates, np.zeros(len(engine.item_ids), np.float32), near)
         self._pop_order: tuple[np.ndarray, np.ndarray] | None = None
         self.alpha = float(hp.get("alpha", 0.0))
         row_bytes = 4 * len(engine.item_ids) * np.dtype(np.float32).itemsize

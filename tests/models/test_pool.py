@@ -81,7 +81,7 @@ def test_pooled_candidates_have_the_dense_features_and_lists(catalogue, repeats)
     data, sources, pop, profiles = catalogue
     cfg = CandidateSettings(cf=30, ease=20, lm=10, pop=10, ann=AnnSettings(exact_max_items=10**9))
     pooled_sources = sources.with_index(cfg, pop)
-    assert pooled_sources.index.exact
+    assert pooled_sources.near.index.exact
     hist = select(data, np.arange(data.n_users))
     state = (pop, np.zeros((data.n_users, 2), np.float32), np.ones(data.n_users), data.now, repeats)
     dense = read(hist, sources.scores(hist, profiles), *state)

@@ -13,8 +13,7 @@ import pytest
 
 def engine_for(params_path: Path, folder: Path, store=None, candidates=None):
     """An engine over the champion of the run at ``params_path``, its bundle in ``folder``
-    (``candidates``: other ``train.candidates`` settings for the service)."""
-    from dataclasses import replace
+    (``candidates``: other ``train.candidates`` settings for the bundle)."""
 
     from features.store import open_store
     from flows.config import load_params
@@ -24,13 +23,12 @@ def engine_for(params_path: Path, folder: Path, store=None, candidates=None):
     from serving.event_log import EventLog
 
     params = load_params(params_path)
+    if candidates is not None:
+        params = params.model_copy(update={"train": params.train.model_copy(update={"candidates": candidates})})
     registry = Registry(params.train.registry_dir)
     tag = registry.champion()
     write_bundle(params, tag, registry.info(tag), folder / "bundle")
     bundle = load_bundle(folder / "bundle")
-    if candidates is not None:
-        bundle = replace(bundle, params=bundle.params.model_copy(
-            update={"train": bundle.params.train.model_copy(update={"candidates": candidates})}))
     return Engine(bundle, registry.path(tag), store or open_store(bundle.params.features.store), EventLog(folder / "events.jsonl"))
 
 
@@ -81,7 +79,9 @@ def test_pooled_serving_features_equal_the_pooled_training_features(trained, tmp
     params = load_params(trained)
     settings = params.train.candidates.model_copy(update={"ann": params.train.candidates.ann.model_copy(update={"exact_max_items": 0})})
     served = engine_for(trained, tmp_path, candidates=settings)
-    assert served.ranker.sources.is_pooled and not served.ranker.sources.index.exact
+    # The package step built the index into the bundle; the service loaded it from there.
+    assert served.bundle.neighbourhood is not None and served.ranker.sources.near is served.bundle.neighbourhood
+    assert served.ranker.sources.is_pooled and not served.ranker.sources.near.index.exact
     hp, train = served.bundle.hp, params.train
     h = history(served.bundle.events, served.bundle.items, served.vectors, params.features)
     rows = np.arange(0, h.data.n_users, max(1, h.data.n_users // 5))
