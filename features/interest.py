@@ -8,6 +8,7 @@ example may see. ``read_users``/``read_items`` turn stored rows into values at a
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -82,6 +83,24 @@ def _sorted_events(events: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarr
     return keys[order], seconds[order], order
 
 
+def key_slices(keys: np.ndarray, max_events: int | None) -> list[tuple[int, int]]:
+    """``[start, stop)`` slices of sorted ``keys`` holding whole keys, each at most
+    ``max_events`` long unless one key alone has more (None: one slice)."""
+    n = len(keys)
+    if max_events is None or n <= max_events:
+        return [(0, n)]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    out, start = [], 0
+    while start < n:
+        # The last key start within reach, else the next one: a key is never split.
+        reach = np.searchsorted(starts, start + max_events, side="right") - 1
+        stop = starts[reach] if starts[reach] > start else (starts[reach + 1] if reach + 1 < len(starts) else n)
+        stop = n if start + max_events >= n else stop
+        out.append((start, int(stop)))
+        start = int(stop)
+    return out
+
+
 def _recent(keys: np.ndarray, seconds: np.ndarray, keep: np.ndarray, horizon_s: float) -> list[np.ndarray]:
     """For each kept row, the key's event times within ``horizon_s`` before it (inclusive)."""
     out = []
@@ -94,12 +113,24 @@ def _recent(keys: np.ndarray, seconds: np.ndarray, keep: np.ndarray, horizon_s: 
 
 def user_feature_table(events: pd.DataFrame, items: pd.DataFrame, params: FeaturesConfig) -> pd.DataFrame:
     """One row per user and active day: decayed category interest, count, recent event times."""
+    return pd.concat(list(user_feature_chunks(events, items, params)), ignore_index=True)
+
+
+def user_feature_chunks(events: pd.DataFrame, items: pd.DataFrame, params: FeaturesConfig,
+                        chunk_events: int | None = None) -> Iterator[pd.DataFrame]:
+    """``user_feature_table`` in parts, each from whole users' events, at most
+    ``chunk_events`` of them (None: one part)."""
     categories = categories_of(items)
     keys, seconds, order = _sorted_events(events, "user_id")
-    item_ids = events["item_id"].to_numpy()[order]
-    unique_items, inverse = np.unique(item_ids, return_inverse=True)
-    vectors = category_weights(items, unique_items, categories)[inverse]
-    vectors = vectors * weights(params, events["event_type"].to_numpy()[order], events["value"].to_numpy()[order])[:, None]
+    unique_items, inverse = np.unique(events["item_id"].to_numpy()[order], return_inverse=True)
+    shares = category_weights(items, unique_items, categories)
+    each = weights(params, events["event_type"].to_numpy()[order], events["value"].to_numpy()[order])
+    for a, b in key_slices(keys, chunk_events):
+        yield _user_rows(keys[a:b], seconds[a:b], shares[inverse[a:b]] * each[a:b, None], params)
+
+
+def _user_rows(keys: np.ndarray, seconds: np.ndarray, vectors: np.ndarray, params: FeaturesConfig) -> pd.DataFrame:
+    """The user table of events sorted by user and time, ``vectors`` their weighted interest."""
     with_count = np.c_[vectors, np.ones(len(keys), dtype=np.float32)]
     states = decayed_states(keys, seconds, with_count, params.user_half_life_days)
     keep = _day_last(keys, seconds)

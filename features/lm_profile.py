@@ -14,6 +14,7 @@ even weight): the mean stays a mean of real vectors.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,7 +23,7 @@ import scipy.sparse as sp
 
 from features.decay import SECONDS_PER_DAY, exponential
 from features.ids import plain
-from features.interest import _day_last, _sorted_events, decayed_states, weights
+from features.interest import _day_last, _sorted_events, decayed_states, key_slices, weights
 
 if TYPE_CHECKING:
     from flows.config import FeaturesConfig
@@ -50,20 +51,35 @@ def lm_profile_table(
         ``user_id``, ``event_timestamp``, ``lm_profile`` (float32 list), ``lm_weight``,
         ``lm_last_event_s``.
     """
+    return pd.concat(list(lm_profile_chunks(events, item_ids, vectors, params)), ignore_index=True)
+
+
+def lm_profile_chunks(
+    events: pd.DataFrame, item_ids: np.ndarray, vectors: np.ndarray, params: FeaturesConfig, chunk_events: int | None = None
+) -> Iterator[pd.DataFrame]:
+    """``lm_profile_table`` in parts, each from whole users' events, at most ``chunk_events``
+    of them (None: one part): the (user-days x dim) float64 states of 1M events take 3.4 GB."""
     keys, seconds, order = _sorted_events(events, "user_id")
     rows = vector_rows(events["item_id"].to_numpy()[order], np.asarray(item_ids))
     each = weights(params, events["event_type"].to_numpy()[order], events["value"].to_numpy()[order])
     each = np.where(rows >= 0, each, 0.0)
+    for a, b in key_slices(keys, chunk_events):
+        yield _profiles(keys[a:b], seconds[a:b], rows[a:b], each[a:b], np.asarray(vectors, dtype=np.float64), params)
+
+
+def _profiles(keys: np.ndarray, seconds: np.ndarray, rows: np.ndarray, each: np.ndarray, vectors: np.ndarray,
+              params: FeaturesConfig) -> pd.DataFrame:
+    """The profile table of events sorted by user and time (``rows``: their vector rows, -1
+    for none; ``each``: their weights)."""
     # Sum each user-day's events at the day's last event first: the recurrence then runs
     # over user-days, and the (events x dim) matrix is never built.
     last = _day_last(keys, seconds)
     group = np.cumsum(np.r_[True, last[:-1]]) - 1 if len(keys) else np.empty(0, np.int64)
     day_seconds = seconds[last]
     factor = each * exponential((day_seconds[group] - seconds) / SECONDS_PER_DAY, params.user_half_life_days)
-    per_day = sp.csr_matrix(
-        (factor[rows >= 0], (group[rows >= 0], rows[rows >= 0])), shape=(int(last.sum()), len(item_ids))
-    )
-    day_sums = np.c_[per_day @ np.asarray(vectors, dtype=np.float64), np.bincount(group, factor, int(last.sum()))]
+    known = rows >= 0
+    per_day = sp.csr_matrix((factor[known], (group[known], rows[known])), shape=(int(last.sum()), len(vectors)))
+    day_sums = np.c_[per_day @ vectors, np.bincount(group, factor, int(last.sum()))]
     states = decayed_states(keys[last], day_seconds, day_sums, params.user_half_life_days)
     total = states[:, -1:]
     mean = np.divide(states[:, :-1], total, out=np.zeros_like(states[:, :-1]), where=total > 0).astype(np.float32)

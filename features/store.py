@@ -8,8 +8,10 @@ for one ml-1m training history).
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import warnings
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -113,6 +115,28 @@ def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         table.to_parquet(out_dir / f"{name}.parquet", index=False)
+
+
+def write_chunks(chunks: Iterable[pd.DataFrame], path: Path) -> int:
+    """One Parquet file from a table's parts, each written as it comes (one row group per
+    part), so that only one part is in memory; one part is written as ``write_tables`` would.
+    Returns the rows written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = iter(chunks)
+    first = next(parts)
+    second = next(parts, None)
+    if second is None:
+        first.to_parquet(path, index=False)
+        return len(first)
+    table = pa.Table.from_pandas(first, preserve_index=False)
+    rows = 0
+    with pq.ParquetWriter(path, table.schema) as writer:
+        for part in itertools.chain([first, second], parts):
+            writer.write_table(pa.Table.from_pandas(part, preserve_index=False, schema=table.schema))
+            rows += len(part)
+    return rows
 
 
 def made_with(cfg: FeaturesConfig) -> str:
@@ -261,11 +285,18 @@ def push(store: FeatureStore, source: str, rows: pd.DataFrame) -> None:
 
 def build(events: pd.DataFrame, items: pd.DataFrame, cfg: FeaturesConfig) -> dict[str, pd.DataFrame]:
     """Every offline feature table from validated events and items."""
-    from features.interest import item_feature_table, user_feature_table
+    return {name: pd.concat(list(parts), ignore_index=True) for name, parts in build_chunks(events, items, cfg).items()}
+
+
+def build_chunks(events: pd.DataFrame, items: pd.DataFrame, cfg: FeaturesConfig,
+                 chunk_events: int | None = None) -> dict[str, Iterator[pd.DataFrame]]:
+    """``build``'s tables, each in parts of whole users' (items') events, at most
+    ``chunk_events`` of them (None: one part): for ``write_chunks``."""
+    from features.interest import item_feature_table, user_feature_chunks
 
     return {
-        "user_interest": user_feature_table(events, items, cfg),
-        "item_popularity": item_feature_table(events, cfg),
+        "user_interest": user_feature_chunks(events, items, cfg, chunk_events),
+        "item_popularity": iter([item_feature_table(events, cfg)]),  # one row per item-day: small beside the users'
     }
 
 

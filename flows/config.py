@@ -184,6 +184,9 @@ class FeaturesConfig(_Strict):
     # Interest an event adds before decay: weight of its type, times its value if "value".
     event_weights: dict[str, float] = Field(default_factory=lambda: {"rating": 1.0})
     value_mode: Literal["one", "value"] = "one"
+    # Events per slice of users whose feature rows and LM profiles are computed at once (a
+    # user is never split): bounds the features and profiles steps' working memory; None: all at once.
+    chunk_events: int | None = 500_000
     out_dir: Path = Path("data/features")
     profiles_dir: Path = Path("data/profiles")  # LM profiles (decayrec profiles), a later stage
     store: StoreConfig = StoreConfig()

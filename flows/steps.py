@@ -194,16 +194,15 @@ def evaluate_step(params: Params, protocols: list[str] | None = None) -> dict:
 def features_step(params: Params) -> dict:
     """Build the decayed feature tables (Feast's offline sources); the profiles step loads
     them online, with the LM profiles, as one new version of the online store."""
-    from features.store import build, write_tables
+    from features.store import build_chunks, write_chunks
 
     cfg = params.features
     events = pd.read_parquet(params.validation.validated_dir / "events.parquet")
     items = pd.read_parquet(params.validation.validated_dir / "items.parquet")
     log.info("features: computing decayed user and item state from %s events", f"{len(events):,}")
-    tables = build(events, items, cfg)
     with staged_dir(cfg.out_dir) as out:
-        write_tables(tables, out)
-    summary = {name: int(len(table)) for name, table in tables.items()}
+        summary = {name: write_chunks(parts, out / f"{name}.parquet")
+                   for name, parts in build_chunks(events, items, cfg, cfg.chunk_events).items()}
     log.info("features: %s rows -> %s", summary, cfg.out_dir)
     return summary
 
@@ -223,22 +222,21 @@ def profiles_step(params: Params) -> dict:
     """Each user's LM profile from the item vectors, into Feast's offline store; then every
     feature table into a new version of the online store (``features.online``), which the
     package step switches the service to."""
-    from features.lm_profile import lm_profile_table
+    from features.lm_profile import lm_profile_chunks
     from features.online import load
-    from features.store import write_tables
+    from features.store import write_chunks
     from models.embeddings import load_vectors
 
     cfg = params.features
     events = pd.read_parquet(params.validation.validated_dir / "events.parquet")
     item_ids, vectors, model_id = load_vectors(params.lm.out)
     log.info("profiles: decayed mean of %s-d %s vectors over %s events", vectors.shape[1], model_id, f"{len(events):,}")
-    table = lm_profile_table(events, item_ids, vectors, cfg)
     with staged_dir(cfg.profiles_dir) as out:
-        write_tables({"user_lm_profile": table}, out)
+        rows = write_chunks(lm_profile_chunks(events, item_ids, vectors, cfg, cfg.chunk_events), out / "user_lm_profile.parquet")
     first, last = events["timestamp"].min(), events["timestamp"].max()
     # One second past the last event: Feast's window excludes its end.
     online = load(cfg, first.to_pydatetime(), (last + pd.Timedelta(seconds=1)).to_pydatetime())
-    summary = {"user_lm_profile": int(len(table)), "users": int(table["user_id"].nunique()), "model_id": model_id,
+    summary = {"user_lm_profile": rows, "users": int(events["user_id"].nunique()), "model_id": model_id,
                "online_project": online.project}
     log.info("profiles: %s rows for %s users -> %s, online store version %s", summary["user_lm_profile"], summary["users"],
              cfg.profiles_dir, online.project)

@@ -34,7 +34,7 @@ from models.metrics import best, order_keys
 if TYPE_CHECKING:
     from flows.config import CandidateSettings
 
-GATHER_ROWS = 256  # rows whose candidates' LM vectors are gathered at once (``Pooled.lm_at``)
+GATHER_ROWS = 32  # rows whose candidates' LM vectors are gathered at once (``Pooled.lm_at``)
 
 
 @dataclass
@@ -45,6 +45,9 @@ class RowScores:
     stored: sp.csr_matrix  # sorted indices, no explicit zeros standing for "not stored"
     fill: np.ndarray  # (rows,) float32
     n_items: int
+
+    def __post_init__(self) -> None:
+        self.keys = _keys(self.stored)  # every lookup searches them
 
     @classmethod
     def minmax(cls, stored: sp.csr_matrix, n_items: int) -> RowScores:
@@ -79,7 +82,7 @@ class RowScores:
 
     def at(self, columns: np.ndarray) -> np.ndarray:
         """``(rows, w)`` float32 scores of row ``r`` at ``columns[r]`` (column -1 scores fill)."""
-        found, pos = _lookup(self.stored, columns)
+        found, pos = _find(self.keys, self.n_items, np.arange(len(columns))[:, None], columns)
         out = np.broadcast_to(self.fill[:, None], columns.shape).astype(np.float32)
         out[found] = self.stored.data[pos[found]]
         return out
@@ -109,7 +112,7 @@ class RowScores:
         rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
         keep = m.data > self.fill[rows]
         if exclude is not None:
-            keep &= ~_member(exclude, rows, m.indices)
+            keep &= ~_find(_keys(exclude), self.n_items, rows, m.indices)[0]
         out = np.full((m.shape[0], n), -1, np.int64)
         for r in range(m.shape[0]):
             a, b = m.indptr[r], m.indptr[r + 1]
@@ -131,46 +134,50 @@ class Pooled:
     near: Neighbourhood
     pop_order: np.ndarray  # item columns, most popular first (ties by column)
 
-    def lm_at(self, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def lm_at(self, columns: np.ndarray, recent: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """``(lm, lm_recent)`` at ``columns[r]``: the cosine of row ``r``'s profile with each,
-        and each one's best cosine with row ``r``'s recent items (0 with none)."""
-        lm, recent = np.empty(columns.shape, np.float32), np.empty(columns.shape, np.float32)
-        # The candidates' vectors a slice of rows at a time: 1,024 rows of 350 candidates
-        # would gather 550 MB of 384-d vectors at once.
+        and (with ``recent``) each one's best cosine with row ``r``'s recent items (0 with none)."""
+        lm = np.empty(columns.shape, np.float32)
+        best = np.empty(columns.shape, np.float32) if recent else None
+        # The candidates' vectors a few rows at a time: gathered all at once, 1,024 rows of
+        # 350 candidates are 550 MB of fresh pages, and the page faults cost more than the maths.
         for a in range(0, len(columns), GATHER_ROWS):
             b = min(a + GATHER_ROWS, len(columns))
             picked = self.unit_vectors[np.maximum(columns[a:b], 0)]
             lm[a:b] = np.matmul(picked, self.profiles[a:b, :, None])[..., 0]
-            latest = self.unit_vectors[np.maximum(self.recent[a:b], 0)] * (self.recent[a:b] >= 0)[..., None]
-            recent[a:b] = np.matmul(latest, picked.transpose(0, 2, 1)).max(axis=1)
-        return lm, recent
+            if recent:
+                latest = self.unit_vectors[np.maximum(self.recent[a:b], 0)] * (self.recent[a:b] >= 0)[..., None]
+                best[a:b] = np.matmul(latest, picked.transpose(0, 2, 1)).max(axis=1)
+        return lm, best
 
 
 def lists(p: Pooled, exclude: sp.csr_matrix | None, alpha: float, cfg: CandidateSettings) -> list[np.ndarray]:
     """The four sources' ranked lists, in ``models.candidates.SOURCES`` order, -1 padded;
     none holds a column of ``exclude``'s row (None: any may come)."""
     seen = 0 if exclude is None else int(np.diff(exclude.indptr).max(initial=0))
+    n_items = p.unit_vectors.shape[0]
     # CF and LM proposals together, then ranked by cf + alpha x LM as the dense rows are.
     cf_top = p.cf.top(cfg.cf, exclude)
+    ease_list = p.ease.top(cfg.ease, exclude)
+    exclude = None if exclude is None else _keys(exclude)
     lm_scores, lm_top = p.near.index.search(p.profiles, cfg.cf + min(seen, cfg.cf))
-    lm_top = _unique_rows(np.where(_member_cols(exclude, lm_top), -1, lm_top))
+    lm_top = _unique_rows(np.where(_member_cols(exclude, n_items, lm_top), -1, lm_top))
     cf_part = p.cf.at(np.maximum(cf_top, 0))
     # LM cosines of the CF proposals: the search gave the LM ones' already.
-    cf_lm = np.matmul(p.unit_vectors[np.maximum(cf_top, 0)], p.profiles[:, :, None])[..., 0]
+    cf_lm = p.lm_at(cf_top, recent=False)[0]
     proposed = np.concatenate([cf_top, lm_top], axis=1)
     lm_values = np.concatenate([cf_lm, lm_scores], axis=1)
     combined = np.concatenate([cf_part, p.cf.at(np.maximum(lm_top, 0))], axis=1) + np.float32(alpha) * _minmax_valid(
         lm_values, proposed >= 0)
     cf_list = _ranked(_unique_rows(proposed), combined, cfg.cf)
-    ease_list = p.ease.top(cfg.ease, exclude)
     lm_list = _ranked(*_recent_neighbours(p, exclude), cfg.lm)
     prefix = np.broadcast_to(p.pop_order[: cfg.pop + seen], (len(p.profiles), min(cfg.pop + seen, len(p.pop_order))))
-    prefix = np.where(_member_cols(exclude, prefix), -1, prefix)
+    prefix = np.where(_member_cols(exclude, n_items, prefix), -1, prefix)
     pop_list = _first_valid(prefix, cfg.pop)
     return [cf_list, ease_list, lm_list, pop_list]
 
 
-def _recent_neighbours(p: Pooled, exclude: sp.csr_matrix | None) -> tuple[np.ndarray, np.ndarray]:
+def _recent_neighbours(p: Pooled, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Each row's recent items and their LM neighbour lists, as ``(columns, scores)``: an
     item's score is its best cosine with a recent item whose list holds it (the recent items
     themselves score 1 and come first where the data set repeats)."""
@@ -181,7 +188,7 @@ def _recent_neighbours(p: Pooled, exclude: sp.csr_matrix | None) -> tuple[np.nda
     own = np.where(has & np.any(p.unit_vectors[np.maximum(p.recent, 0)] != 0, axis=-1), np.float32(1.0), np.float32(0.0))
     columns = np.concatenate([p.recent, lists], axis=1)
     scores = np.concatenate([np.where(has, own, -np.inf), list_scores], axis=1).astype(np.float32)
-    columns[_member_cols(exclude, columns) | ~np.isfinite(scores)] = -1
+    columns[_member_cols(exclude, p.unit_vectors.shape[0], columns) | ~np.isfinite(scores)] = -1
     # Keep each column's best score: sorted by score first, a column's first place is its best.
     order = np.argsort(-scores, axis=1, kind="stable")
     columns, scores = np.take_along_axis(columns, order, axis=1), np.take_along_axis(scores, order, axis=1)
@@ -199,34 +206,25 @@ def values(p: Pooled, items: np.ndarray) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------- row helpers
 
 
-def _lookup(m: sp.csr_matrix, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where each of ``columns[r]`` is stored in row ``r`` of ``m`` (sorted indices)."""
-    n = m.shape[1]
-    keys = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr)) * n + m.indices
-    wanted = np.arange(len(columns), dtype=np.int64)[:, None] * n + columns
+def _keys(m: sp.csr_matrix) -> np.ndarray:
+    """``row * n_columns + column`` of each stored entry: sorted where ``m``'s indices are."""
+    return np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr)) * m.shape[1] + m.indices
+
+
+def _find(keys: np.ndarray, n_columns: int, rows: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each (rows, columns) pair (broadcast) is among sorted ``keys``, and where."""
+    wanted = rows.astype(np.int64) * n_columns + columns
     if not len(keys):
-        return np.zeros(columns.shape, bool), np.zeros(columns.shape, np.int64)
+        return np.zeros(wanted.shape, bool), np.zeros(wanted.shape, np.int64)
     pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
     return (keys[pos] == wanted) & (columns >= 0), pos
 
 
-def _member(m: sp.csr_matrix, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """Whether each (rows[i], columns[i]) is stored in ``m`` (sorted indices)."""
-    n = m.shape[1]
-    keys = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr)) * n + m.indices
-    wanted = rows.astype(np.int64) * n + columns
-    if not len(keys):
-        return np.zeros(len(wanted), bool)
-    pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    return keys[pos] == wanted
-
-
-def _member_cols(m: sp.csr_matrix | None, columns: np.ndarray) -> np.ndarray:
-    """Whether each of ``columns[r]`` is stored in row ``r`` of ``m`` (None: none is)."""
-    if m is None:
+def _member_cols(seen: np.ndarray | None, n_columns: int, columns: np.ndarray) -> np.ndarray:
+    """Whether each of ``columns[r]`` is among row ``r``'s ``seen`` keys (None: none is)."""
+    if seen is None:
         return np.zeros(columns.shape, bool)
-    rows = np.repeat(np.arange(len(columns)), columns.shape[1])
-    return _member(m, rows, columns.ravel()).reshape(columns.shape) & (columns >= 0)
+    return _find(seen, n_columns, np.arange(len(columns))[:, None], columns)[0]
 
 
 def _first_per_row(rows: np.ndarray, cols: np.ndarray, n_rows: int, n: int) -> np.ndarray:

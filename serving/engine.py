@@ -128,6 +128,7 @@ class Engine:
         # Popularity is decayed to a reference time of its own, which live events move
         # forward; only its order is read, so this moves no user's scores.
         self.pop, self._pop_at = popularity.item_scores_.astype(np.float64), data.now
+        self._pop_order: tuple[np.ndarray, np.ndarray] | None = None
         self.clock = Clock(self.params.serving.clock, data.now)
         self.seen = SeenEvents(base)
 
@@ -221,8 +222,17 @@ class Engine:
         rows = [{"user_id": self.user_key(u)} for u in user_ids]
         return self.store.get_online_features(features=USER_FEATURES + LM_FEATURES, entity_rows=rows).to_dict()
 
+    def pop_order(self) -> np.ndarray:
+        """Item columns by live decayed popularity in float32, as the candidates' popularity
+        source ranks it, best first (ties by column): sorted again only when events have
+        moved it (a sort of 200k items costs 15 ms a request)."""
+        pop = self.pop  # replaced, never edited, when events are folded in
+        if self._pop_order is None or self._pop_order[0] is not pop:
+            self._pop_order = (pop, np.argsort(-pop.astype(np.float32), kind="stable"))
+        return self._pop_order[1]
+
     def popular(self, k: int, exclude: set[int]) -> list[Recommendation]:
-        order = np.argsort(-self.pop, kind="stable")
+        order = self.pop_order()
         out = []
         for c in order:
             item = self.item_keys[c]

@@ -41,13 +41,12 @@ class ScorerRanking:
         ease = EASE(reg=float(hp["ease_reg"]), max_items=train.ease_max_items).fit(data)
         self.sources = Sources(engine.knn, ease, engine.unit_vectors, train.candidates.recent_items)
         if train.candidates.pooled(len(engine.item_ids)):
-            # Popularity's order follows live events (``pop_order``); the index and the
-            # neighbour lists depend on the item vectors alone.
+            # Popularity's order follows live events (``Engine.pop_order``); the index and
+            # the neighbour lists depend on the item vectors alone.
             near = engine.bundle.neighbourhood
             if near is None or not np.array_equal(near.item_ids, engine.item_ids):
                 near = None  # the bundle has none for this catalogue (other settings): built here
             self.sources = self.sources.with_index(train.candidates, np.zeros(len(engine.item_ids), np.float32), near)
-        self._pop_order: tuple[np.ndarray, np.ndarray] | None = None
         self.alpha = float(hp.get("alpha", 0.0))
         row_bytes = 4 * len(engine.item_ids) * np.dtype(np.float32).itemsize
         self.signal_cache = SignalCache(int(engine.params.serving.signal_cache_mb * 2**20 // row_bytes))
@@ -66,7 +65,7 @@ class ScorerRanking:
         shares = stored_shares(stored, len(e.categories))
         if self.sources.is_pooled:
             # A pool costs what a cached row would: nothing to keep between requests.
-            sources = replace(self.sources, pop_order=self.pop_order())
+            sources = replace(self.sources, pop_order=e.pop_order())
             return read(hist, sources.pooled(hist, profile), e.pop.astype(np.float32), shares, events, now, e.params.data.repeats)
         users = python_ids(hist.user_ids)
         counts = np.bincount(hist.users, minlength=len(users))
@@ -82,14 +81,6 @@ class ScorerRanking:
         scores = self.signal_cache.rows(users, current, profile, len(e.item_ids), compute)
         # Popularity decayed to ``now`` would not change its order: it is read as it stands.
         return read(hist, scores, e.pop.astype(np.float32), shares, events, now, e.params.data.repeats)
-
-    def pop_order(self) -> np.ndarray:
-        """The catalogue by live decayed popularity, best first (ties by column), sorted
-        again only when live events have moved it."""
-        pop = self.engine.pop  # replaced, never edited, when events are folded in
-        if self._pop_order is None or self._pop_order[0] is not pop:
-            self._pop_order = (pop, np.argsort(-pop.astype(np.float32), kind="stable"))
-        return self._pop_order[1]
 
     def scored_candidates(self, hist: Interactions, stored: dict[str, list], now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(item columns, sources, scores)``, each ``(users, width)``: every user's

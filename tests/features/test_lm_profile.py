@@ -67,3 +67,24 @@ def test_items_without_a_vector_add_no_weight(drift):
 def test_unit_profiles_normalise_and_leave_missing_users_zero():
     rows = pd.DataFrame({"lm_profile": [[3.0, 4.0], None, [0.0, 0.0]]})
     np.testing.assert_allclose(unit_profiles(rows, 2), [[0.6, 0.8], [0, 0], [0, 0]])
+
+
+@pytest.mark.parametrize("chunk_events", [1, 30, 100, 10_000])
+def test_profiles_in_slices_of_users_are_the_whole_table_and_one_file(drift, chunk_events, tmp_path):
+    """The profiles step writes the table a slice of whole users at a time: the same rows,
+    one Parquet file whatever the slicing."""
+    from features.lm_profile import lm_profile_chunks
+    from features.store import write_chunks
+
+    item_ids = np.sort(drift.items["item_id"].to_numpy())
+    vectors = random_vectors(item_ids)
+    whole = lm_profile_table(drift.events, item_ids, vectors, PARAMS)
+    parts = list(lm_profile_chunks(drift.events, item_ids, vectors, PARAMS, chunk_events))
+    assert (len(parts) == 1) if chunk_events >= len(drift.events) else (len(parts) > 1)
+    assert sum(p["user_id"].nunique() for p in parts) == whole["user_id"].nunique()  # each user in one slice
+    rows = write_chunks(iter(parts), tmp_path / "user_lm_profile.parquet")
+    back = pd.read_parquet(tmp_path / "user_lm_profile.parquet")
+    assert rows == len(whole) == len(back)
+    for frame in (pd.concat(parts, ignore_index=True), back):
+        pd.testing.assert_frame_equal(frame.drop(columns="lm_profile"), whole.drop(columns="lm_profile"))
+        np.testing.assert_array_equal(np.stack(frame["lm_profile"]), np.stack(whole["lm_profile"]))

@@ -276,3 +276,20 @@ def test_live_events_update_lm_profiles_like_a_batch_recompute(store_cfg, drift)
     expected = batch_lm(every, item_ids, vectors)
     for user, profile in zip(users, online["lm_profile"]):
         np.testing.assert_allclose(profile, expected[int(user)], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk_events", [7, 100, None])
+def test_feature_tables_in_slices_of_users_are_the_whole_tables(drift, chunk_events, tmp_path):
+    """The features step writes each table a slice of whole users at a time: the same rows
+    in one file as the table built at once."""
+    from features.store import build_chunks, write_chunks
+
+    whole = build(drift.events, drift.items, PARAMS)
+    for name, parts in build_chunks(drift.events, drift.items, PARAMS, chunk_events).items():
+        rows = write_chunks(parts, tmp_path / f"{name}.parquet")
+        back = pd.read_parquet(tmp_path / f"{name}.parquet")
+        assert rows == len(whole[name]) == len(back)
+        lists = [c for c in back.columns if back[c].dtype == object and c not in ("user_id", "item_id")]
+        pd.testing.assert_frame_equal(back.drop(columns=lists), whole[name].drop(columns=lists))
+        for column in lists:
+            assert all(np.array_equal(a, b) for a, b in zip(back[column], whole[name][column])), column
