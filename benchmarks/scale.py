@@ -45,7 +45,7 @@ RUN_STEPS = [step.name for step in STEPS if step.in_run]
 # What keeps each size in time on 2 cores, over the shop profile's settings: one protocol
 # (P2, each customer's last event), a short search, a sample of at most 50,000 customers per
 # phase for the scorer and the baselines (train.max_users, evaluate.max_users), the smaller
-# baseline grid, and time budgets for the search and the sequence model (it stops after the
+# baseline grid, Feast's online load a month of rows at a time, and time budgets for the search and the sequence model (it stops after the
 # epoch that crosses its budget; past S it is off: its full softmax over 100k+ items costs
 # minutes an epoch). Reported with the figures.
 BASELINES = {"pop": {}, "pop_decay": {"decay": ["exponential"], "half_life_days": [30]},
@@ -54,6 +54,7 @@ BASELINES = {"pop": {}, "pop_decay": {"decay": ["exponential"], "half_life_days"
 BUDGETS = {
     size: {"split.protocols": ["P2"], "evaluate.protocols": ["P2"], "train.protocols": ["P2"], "train.trials": 2,
            "train.max_users": 50_000, "evaluate.max_users": 50_000, "evaluate.models": BASELINES,
+           "features.materialize_window_days": 30,
            "train.timeout_s": budget, "train.sequence.timeout_s": budget, "train.sequence.enabled": size == "S"}
     for size, budget in (("S", 600), ("M", 900), ("L", 1200))
 }

@@ -72,7 +72,7 @@ def load(cfg: FeaturesConfig, start: datetime, end: datetime) -> StoreConfig:
     apply(store, repository(cfg.out_dir, cfg.profiles_dir, made_with(cfg), *kinds))
     pending = tuple(v for v in DECAY_VIEWS + LM_VIEWS if not store.get_feature_view(v).materialization_intervals)
     if pending:
-        materialize(store, start, end, pending)
+        materialize(store, start, end, pending, cfg.materialize_window_days)
     log.info("online store: %s %s (%s profile)", target.project,
              f"loaded {list(pending)}" if pending else "already loaded", target.profile)
     atomic_write(Path(cfg.profiles_dir) / POINTER, lambda f: f.write(json.dumps({"project": target.project}).encode() + b"\n"))

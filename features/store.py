@@ -13,7 +13,7 @@ import logging
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -209,12 +209,16 @@ def _quiet_reads():
         yield
 
 
-def materialize(store: FeatureStore, start: datetime, end: datetime, views: tuple[str, ...] = DECAY_VIEWS) -> None:
+def materialize(store: FeatureStore, start: datetime, end: datetime, views: tuple[str, ...] = DECAY_VIEWS,
+                window_days: float | None = None) -> None:
     """Load the latest state of ``views`` up to ``end`` into the online store.
 
     A view materialised before continues from where it stopped (incremental). A new one
     starts at ``start``, the data's first timestamp: Feast's own first window (now - ttl)
-    would skip history that is older than the wall clock's year.
+    would skip history that is older than the wall clock's year. With ``window_days`` a new
+    view is loaded one window of time after another, oldest first, each writing the latest
+    row per entity within it over the earlier ones': Feast holds a window's rows in memory at
+    once (5M events' profiles in one window: 11 GB).
     """
     import contextlib
     import io
@@ -226,8 +230,20 @@ def materialize(store: FeatureStore, start: datetime, end: datetime, views: tupl
             if view.materialization_intervals:
                 store.materialize_incremental(end_date=end, feature_views=[view.name])
             else:
-                store.materialize(start_date=start.astimezone(timezone.utc), end_date=end, feature_views=[view.name])
+                for a, b in _windows(start.astimezone(timezone.utc), end, window_days):
+                    store.materialize(start_date=a, end_date=b, feature_views=[view.name])
         log.info("online store: %s loaded up to %s into %s", view.name, end.isoformat(timespec="seconds"), store.project)
+
+
+def _windows(start: datetime, end: datetime, days: float | None) -> list[tuple[datetime, datetime]]:
+    """``[start, end]`` cut into windows of ``days`` (None: one window)."""
+    if days is None:
+        return [(start, end)]
+    step = timedelta(days=days)
+    bounds = [start]
+    while bounds[-1] + step < end:
+        bounds.append(bounds[-1] + step)
+    return list(zip(bounds, bounds[1:] + [end]))
 
 
 def online_users(store: FeatureStore, user_ids) -> pd.DataFrame:

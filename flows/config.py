@@ -187,6 +187,8 @@ class FeaturesConfig(_Strict):
     # Events per slice of users whose feature rows and LM profiles are computed at once (a
     # user is never split): bounds the features and profiles steps' working memory; None: all at once.
     chunk_events: int | None = 500_000
+    # Days of feature rows Feast loads online at once (None: all): it holds them in memory.
+    materialize_window_days: float | None = None
     out_dir: Path = Path("data/features")
     profiles_dir: Path = Path("data/profiles")  # LM profiles (decayrec profiles), a later stage
     store: StoreConfig = StoreConfig()

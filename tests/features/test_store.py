@@ -14,6 +14,7 @@ from features.interest import categories_of, category_weights, latest_rows, read
 from features.live import update_items, update_lm_profiles, update_users
 from features.lm_profile import lm_profile_table
 from features.store import (
+    DECAY_VIEWS,
     ITEM_FEATURES,
     LM_FEATURES,
     LM_VIEWS,
@@ -293,3 +294,29 @@ def test_feature_tables_in_slices_of_users_are_the_whole_tables(drift, chunk_eve
         pd.testing.assert_frame_equal(back.drop(columns=lists), whole[name].drop(columns=lists))
         for column in lists:
             assert all(np.array_equal(a, b) for a, b in zip(back[column], whole[name][column])), column
+
+
+def test_loading_online_a_window_of_days_at_a_time_leaves_the_same_state(store_cfg, drift, tmp_path):
+    """Feast holds a load's rows in memory; ``materialize_window_days`` loads a window of days
+    after another, and each user's online row is still their latest."""
+    start = drift.events["timestamp"].min().to_pydatetime()
+    end = drift.events["timestamp"].max().to_pydatetime() + timedelta(seconds=1)
+    whole, _ = stored(store_cfg, drift.events, drift.items)
+    windowed_cfg = store_cfg.model_copy(update={
+        "out_dir": tmp_path / "w-features", "profiles_dir": tmp_path / "w-profiles",
+        "store": store_cfg.store.model_copy(update={"project": store_cfg.store.project + "w", "local_dir": tmp_path / "w-feast",
+                                                    "postgres_schema": store_cfg.store.postgres_schema + "w",
+                                                    "redis": "127.0.0.1:6379,db=4"})})
+    write_tables(build(drift.events, drift.items, windowed_cfg), windowed_cfg.out_dir)
+    windowed = open_store(windowed_cfg.store)
+    apply(windowed, repository(windowed_cfg.out_dir, windowed_cfg.profiles_dir))
+    days = (end - start).days / 7  # seven windows or so
+    materialize(windowed, start, end, window_days=days)
+    assert len(windowed.get_feature_view(DECAY_VIEWS[0]).materialization_intervals) >= 7
+    users, items = sorted(drift.events["user_id"].unique()), sorted(drift.events["item_id"].unique())
+    pd.testing.assert_frame_equal(online_users(windowed, users), online_users(whole, users))
+    pd.testing.assert_frame_equal(online_items(windowed, items), online_items(whole, items))
+    if windowed_cfg.store.profile == "production":
+        from features.store import drop_production
+
+        drop_production(windowed_cfg.store)
