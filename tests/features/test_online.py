@@ -97,16 +97,17 @@ def test_a_load_cut_short_publishes_nothing_and_the_rerun_loads_the_rest(cfg, dr
     calls = []
     materialize = features.store.materialize
 
-    def dies_after_one_view(store, start, end, views):
+    def dies_after_one_view(store, start, end, views, window_days=None):
         calls.append(views)
-        materialize(store, start, end, views[:1])
+        materialize(store, start, end, views[:1], window_days)
         raise TimeoutError("killed mid-load")
 
     monkeypatch.setattr(features.store, "materialize", dies_after_one_view)
     with pytest.raises(TimeoutError):
         load(cfg, *window)
     assert published(cfg) == old  # the pointer still names the served version
-    monkeypatch.setattr(features.store, "materialize", lambda store, start, end, views: (calls.append(views), materialize(store, start, end, views)))
+    monkeypatch.setattr(features.store, "materialize", lambda store, start, end, views, window_days=None: (
+        calls.append(views), materialize(store, start, end, views, window_days)))
     new = load(cfg, *window)
     assert calls[-1] == ("item_popularity", "user_lm_profile") and published(cfg) == new != old
     users = sorted(int(u) for u in drift.events["user_id"].unique())
