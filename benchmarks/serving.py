@@ -101,9 +101,9 @@ def inprocess(params, users: list[int], n: int) -> dict:
     from serving.bundle import load_bundle
     from serving.engine import Ask, Engine
     from serving.event_log import EventLog
-    from serving.worker import limit_threads
+    from serving.worker import tune
 
-    limit_threads(params.serving)  # as the service does
+    tune(params.serving)  # as the service does
     registry = Registry(params.train.registry_dir)
     bundle = load_bundle(params.serving.bundle_dir)
     with tempfile.TemporaryDirectory() as tmp:

@@ -352,9 +352,12 @@ class ServingConfig(_Strict):
     torch_threads: int = 1  # per process: requests already run side by side
     signal_cache_mb: float = Field(256.0, ge=0)  # per worker: users' item-CF/EASE/LM score rows, kept until their events change (0: off)
     blas_threads: int = Field(1, ge=1)  # per process, numpy's BLAS: more threads than cores/workers thrash
+    # Allocations up to this come from the heap, not fresh pages (glibc's largest: 32; 0: glibc's own)
+    malloc_mmap_threshold_mb: float = Field(32.0, ge=0, le=32)
     max_batch: int = Field(32, ge=1)  # /recommend requests scored together at most (only those already waiting)
     timeout_s: float = Field(10.0, gt=0)  # a request not answered by then gets a 504
     access_log: bool = False  # a log line per request (costs throughput; the /metrics histograms count requests)
+    trace_recommend: bool = False  # OpenTelemetry spans for /recommend (BentoML's tracing; they cost a fifth of its HTTP path)
     full_gc_every_s: float = Field(300.0, ge=0)  # full garbage collections on this timer, not under load (0: Python's own)
 
 

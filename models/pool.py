@@ -159,6 +159,7 @@ def lists(p: Pooled, exclude: sp.csr_matrix | None, alpha: float, cfg: Candidate
     # CF and LM proposals together, then ranked by cf + alpha x LM as the dense rows are.
     cf_top = p.cf.top(cfg.cf, exclude)
     ease_list = p.ease.top(cfg.ease, exclude)
+    pop_list = first_unseen(p.pop_order, exclude, len(p.profiles), cfg.pop)
     exclude = None if exclude is None else _keys(exclude)
     lm_scores, lm_top = p.near.index.search(p.profiles, cfg.cf + min(seen, cfg.cf))
     lm_top = _unique_rows(np.where(_member_cols(exclude, n_items, lm_top), -1, lm_top))
@@ -171,10 +172,17 @@ def lists(p: Pooled, exclude: sp.csr_matrix | None, alpha: float, cfg: Candidate
         lm_values, proposed >= 0)
     cf_list = _ranked(_unique_rows(proposed), combined, cfg.cf)
     lm_list = _ranked(*_recent_neighbours(p, exclude), cfg.lm)
-    prefix = np.broadcast_to(p.pop_order[: cfg.pop + seen], (len(p.profiles), min(cfg.pop + seen, len(p.pop_order))))
-    prefix = np.where(_member_cols(exclude, n_items, prefix), -1, prefix)
-    pop_list = _first_valid(prefix, cfg.pop)
     return [cf_list, ease_list, lm_list, pop_list]
+
+
+def first_unseen(order: np.ndarray, exclude: sp.csr_matrix | None, rows: int, n: int) -> np.ndarray:
+    """Per row, the first ``n`` of ``order`` (item columns) that are not in ``exclude``'s row
+    (None: any may come), -1 padded. Popularity's list, a prefix of its order: what ``top_k``
+    of the scores finds, for the price of ``n`` + the most seen columns, not the catalogue's."""
+    most_seen = 0 if exclude is None else int(np.diff(exclude.indptr).max(initial=0))
+    prefix = np.broadcast_to(order[: n + most_seen], (rows, min(n + most_seen, len(order))))
+    keys = None if exclude is None else _keys(exclude)
+    return _first_valid(np.where(_member_cols(keys, len(order), prefix), -1, prefix), n)
 
 
 def _recent_neighbours(p: Pooled, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -242,7 +242,7 @@ def dense_lists(s: Signals, alpha: float, cfg: CandidateSettings) -> list[np.nda
         top_unseen(s.cf + np.float32(alpha) * minmax_rows(s.lm), s.exclude, cfg.cf),
         top_unseen(s.ease, s.exclude, cfg.ease),
         top_unseen(s.lm_recent, s.exclude, cfg.lm),
-        top_unseen(np.broadcast_to(s.pop, (rows, len(s.pop))), s.exclude, cfg.pop),
+        pool.first_unseen(s.pop_order, s.exclude, rows, cfg.pop),
     ]
 
 

@@ -36,6 +36,7 @@ class Signals:
     lm_recent: np.ndarray | None  # (rows, n_items) best cosine with the user's recent items
     pooled: Pooled | None  # a large catalogue's scores (``models.pool``)
     pop: np.ndarray  # (n_items,) decayed popularity (the popularity source)
+    pop_order: np.ndarray  # item columns by ``pop``, best first, ties by column
     user_share: np.ndarray  # (rows, n_categories) decayed interest share
     user_events: np.ndarray  # (rows,) decayed event count
     user_last: np.ndarray  # (rows,) epoch seconds of the latest event
@@ -109,30 +110,33 @@ class Sources:
         recent = latest_items(hist, m)
         recent_vectors = self.unit_vectors[np.maximum(recent, 0)] * (recent >= 0)[..., None]
         rows = len(profiles)
-        # BLAS products over a batch of users: memory-bound, so a batch costs little more
-        # than one user (einsum would not use BLAS here: 5x slower).
-        recent_cosines = recent_vectors.reshape(-1, profiles.shape[1]) @ self.unit_vectors.T
+        # One BLAS product for the profiles and the recent items of a batch of users: it is
+        # memory-bound, one pass over the catalogue's vectors (einsum would not use BLAS: 5x slower).
+        cosines = np.concatenate([np.asarray(profiles, np.float32), recent_vectors.reshape(-1, profiles.shape[1])]) @ self.unit_vectors.T
         return [
             minmax_rows(self.knn.score_histories(hist)),
             minmax_rows(self.ease.score_histories(hist)),
-            profiles @ self.unit_vectors.T,
-            recent_cosines.reshape(rows, m, -1).max(axis=1),
+            cosines[:rows],
+            cosines[rows:].reshape(rows, m, -1).max(axis=1),
         ]
 
 
 def read(hist: Interactions, scores: list[np.ndarray] | Pooled, pop: np.ndarray, user_share: np.ndarray,
-         user_events: np.ndarray, now: float, repeats: bool = False) -> Signals:
+         user_events: np.ndarray, now: float, repeats: bool = False, pop_order: np.ndarray | None = None) -> Signals:
     """The signals of ``hist``'s users at ``now``, from ``Sources.scores`` (or ``Sources.pooled``)
     of the same users and their decayed state (interest share, decayed event count; ``pop``:
-    the catalogue's). ``repeats`` (``data.repeats``): a user's own past items may be candidates."""
+    the catalogue's, ``pop_order`` its order where the caller keeps one). ``repeats``
+    (``data.repeats``): a user's own past items may be candidates."""
     last = np.full(hist.n_users, -np.inf)
     np.maximum.at(last, hist.users, hist.seconds)
     pooled = scores if isinstance(scores, Pooled) else None
     cf, ease, lm, lm_recent = (None,) * 4 if pooled is not None else scores
     seen = hist.matrix()
     seen.sort_indices()
+    if pop_order is None:
+        pop_order = pooled.pop_order if pooled is not None else np.argsort(-np.asarray(pop, np.float32), kind="stable")
     return Signals(seen=seen, exclude=None if repeats else seen, own=OwnHistory.of(hist) if repeats else None, cf=cf, ease=ease, lm=lm,
-                   lm_recent=lm_recent, pooled=pooled, pop=pop, user_share=user_share, user_events=user_events, user_last=last,
+                   lm_recent=lm_recent, pooled=pooled, pop=pop, pop_order=pop_order, user_share=user_share, user_events=user_events, user_last=last,
                    now=now)
 
 

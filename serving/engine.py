@@ -293,8 +293,9 @@ class Engine:
             timings = {"online_read": round((read - started) * 1000, 2), **_since(read, "score")}
             for r, (i, ask, ranked) in enumerate(zip(members, group, lists)):
                 seen, times = np.unique(hist.items[bounds[r] : bounds[r + 1]], return_counts=True)
+                why = self.reasons([w for *_, w in ranked], seen, np.array([c for c, *_ in ranked], np.int64), times)
                 items = [Recommendation(self.item_keys[c], self.titles.get(self.item_keys[c], str(self.item_keys[c])),
-                                        score, source, self.reason(why, seen, c, times)) for c, score, source, why in ranked]
+                                        score, source, text) for (c, score, source, _), text in zip(ranked, why)]
                 out[i] = Answer(ask.user_id, items, degraded=stale, model=self.bundle.model, timings_ms=timings,
                                 batch=len(members), as_of=now)
         return out
@@ -323,18 +324,48 @@ class Engine:
     def reason(self, source: str, seen: np.ndarray, column: int, times: np.ndarray | None = None) -> str:
         """A short reason: the user's own item again (``seen``: their sorted item columns,
         ``times``: their events with each), or the item that led to it, by CF similarity or by text."""
-        at = np.searchsorted(seen, column)
-        if at < len(seen) and seen[at] == column:
-            count = 1 if times is None else int(times[at])
-            return REASONS["again"].format(times="once" if count == 1 else f"{count} times")
-        if source not in ("cf", "lm"):
-            return REASONS[source]
-        if source == "cf":
-            strength = self.cf_links(seen, column)
-        else:
-            strength = self.unit_vectors[seen] @ self.unit_vectors[column]
-        best = self.item_keys[seen[int(np.argmax(strength))]]
-        return REASONS[source].format(item=self.titles.get(best, str(best)))
+        return self.reasons([source], seen, np.array([column], np.int64), times)[0]
+
+    def reasons(self, sources: list[str], seen: np.ndarray, columns: np.ndarray, times: np.ndarray | None = None) -> list[str]:
+        """``reason`` of each of ``columns`` (proposed by ``sources``) for one user, their
+        CF links and text cosines each in one pass (a call per item was a tenth of a request)."""
+        at = np.minimum(np.searchsorted(seen, columns), max(len(seen) - 1, 0))
+        again = (seen[at] == columns) if len(seen) else np.zeros(len(columns), bool)
+        strongest = np.zeros(len(columns), np.int64)  # the seen item that led to each, by its source
+        for source, links in (("cf", self._cf_links_many), ("lm", self._text_links_many)):
+            mine = np.flatnonzero(~again & (np.asarray(sources, dtype=object) == source))
+            if len(mine) and len(seen):
+                strongest[mine] = np.argmax(links(seen, columns[mine]), axis=1)
+        out = []
+        for j, (source, column) in enumerate(zip(sources, columns)):
+            if again[j]:
+                count = 1 if times is None else int(times[at[j]])
+                out.append(REASONS["again"].format(times="once" if count == 1 else f"{count} times"))
+            elif source in ("cf", "lm"):
+                best = self.item_keys[seen[strongest[j]]]
+                out.append(REASONS[source].format(item=self.titles.get(best, str(best))))
+            else:
+                out.append(REASONS[source])
+        return out
+
+    def _text_links_many(self, seen: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """``(len(columns), len(seen))`` LM cosines."""
+        return self.unit_vectors[columns] @ self.unit_vectors[seen].T
+
+    def _cf_links_many(self, seen: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """``(len(columns), len(seen))`` item-CF similarity of each seen item to each column:
+        the columns' stored rows as one sorted list of (column's place, row) keys, searched once."""
+        sim, n = self._similar_to, len(self.item_ids)
+        starts, ends = sim.indptr[columns], sim.indptr[columns + 1]
+        lengths = ends - starts
+        place = np.repeat(np.arange(len(columns)), lengths)
+        stored = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        keys = place * n + sim.indices[stored]
+        if not len(keys):
+            return np.zeros((len(columns), len(seen)))
+        wanted = np.arange(len(columns))[:, None] * n + seen[None, :]
+        pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        return np.where(keys[pos] == wanted, sim.data[stored][pos], 0.0)
 
     def cf_links(self, seen: np.ndarray, column: int) -> np.ndarray:
         """Item-CF similarity of each of ``seen`` (item columns) to ``column``."""

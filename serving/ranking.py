@@ -80,7 +80,7 @@ class ScorerRanking:
 
         scores = self.signal_cache.rows(users, current, profile, len(e.item_ids), compute)
         # Popularity decayed to ``now`` would not change its order: it is read as it stands.
-        return read(hist, scores, e.pop.astype(np.float32), shares, events, now, e.params.data.repeats)
+        return read(hist, scores, e.pop.astype(np.float32), shares, events, now, e.params.data.repeats, e.pop_order())
 
     def scored_candidates(self, hist: Interactions, stored: dict[str, list], now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(item columns, sources, scores)``, each ``(users, width)``: every user's

@@ -333,3 +333,18 @@ def test_long_tail_recall():
     result = long_tail_recall(lists, truth, tail, 3)
     assert result[0] == pytest.approx(0.5)
     assert math.isnan(result[1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 40), st.integers(1, 45), st.data())
+def test_top_k_float32_with_infinities_and_signed_zeros_matches_full_stable_sort(n_users, n_items, k, data):
+    # +inf is a legal score, -inf unrankable, -0.0 ties with 0.0; wide rows, so that the
+    # partition path (not the whole-row one) runs and ties straddle its cut.
+    pool = [0.0, -0.0, 1.5, 2.0, np.inf, -np.inf]
+    values = data.draw(st.lists(st.sampled_from(pool), min_size=n_users * n_items, max_size=n_users * n_items))
+    scores = np.array(values, dtype=np.float32).reshape(n_users, n_items)
+    expected = np.full((n_users, min(k, n_items)), -1)
+    for user in range(n_users):
+        ranked = sorted((i for i in range(n_items) if scores[user, i] != -np.inf), key=lambda i: (-scores[user, i], i))[:k]
+        expected[user, : len(ranked)] = ranked
+    np.testing.assert_array_equal(top_k(scores, None, k), expected)

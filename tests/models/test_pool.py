@@ -6,12 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flows.config import AnnSettings, CandidateSettings
 from models.baselines import EASE, DecayedItemKNN, DecayedPopularity, minmax_rows
 from models.candidates import top_unseen
 from models.interactions import Interactions
 from models.lm_score import normalise
+from models import pool
+from models.metrics import top_k
 from models.pool import RowScores
 from models.ranking_data import candidates, dense_lists, feature_names, ranks_of
 from models.signals import Sources, read, select
@@ -110,3 +114,18 @@ def test_pooled_views_from_the_training_history_use_the_index_above_the_exact_si
     data, sources, pop, profiles = catalogue
     exact = CandidateSettings(ann=AnnSettings(exact_max_items=data.n_items))
     assert not exact.pooled(data.n_items) and CandidateSettings(ann=AnnSettings(exact_max_items=data.n_items - 1)).pooled(data.n_items)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 5), st.integers(1, 35), st.data())
+def test_first_unseen_is_top_k_of_the_popularity_rows(n_items, rows, n, data):
+    # Few distinct values: ties broken by column, as top_k breaks them; rows that have
+    # seen most of the catalogue come back padded.
+    pop = np.array(data.draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0]), min_size=n_items, max_size=n_items)), np.float32)
+    seen = np.array(data.draw(st.lists(st.booleans(), min_size=rows * n_items, max_size=rows * n_items))).reshape(rows, n_items)
+    exclude = sp.csr_matrix(seen.astype(np.float32))
+    order = np.argsort(-pop, kind="stable")
+    expected = top_k(np.broadcast_to(pop, (rows, n_items)), exclude, n)
+    np.testing.assert_array_equal(pool.first_unseen(order, exclude, rows, n)[:, : expected.shape[1]], expected)
+    assert (pool.first_unseen(order, exclude, rows, n)[:, expected.shape[1]:] == -1).all()
+    np.testing.assert_array_equal(pool.first_unseen(order, None, rows, n)[:, : expected.shape[1]], top_k(np.broadcast_to(pop, (rows, n_items)), None, n))

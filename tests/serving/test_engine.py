@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from serving.engine import REASONS
+
 
 def engine_for(params_path: Path, folder: Path, store=None, candidates=None):
     """An engine over the champion of the run at ``params_path``, its bundle in ``folder``
@@ -154,6 +156,28 @@ def test_where_the_data_set_repeats_own_items_are_candidates_with_the_features_t
     seen, times = np.unique(served.history(user).items, return_counts=True)
     assert served.reason("cf", seen, column, times).startswith("you have had it")
     assert served.item_keys[column] in mine
+
+
+def test_reasons_name_the_seen_item_with_the_strongest_cf_link_or_text_cosine(engine):
+    # The definition, item by item: the seen item with the largest similarity (the first on ties).
+    rng = np.random.default_rng(0)
+    for user in list(engine.histories)[:30]:
+        seen, times = np.unique(engine.histories[user][0], return_counts=True)
+        columns = np.r_[seen[:1], rng.integers(0, len(engine.item_ids), 9)]
+        sources = ["cf", "cf", "lm", "cf", "lm", "pop", "ease", "cf", "lm", "cf"]
+        for text, source, column in zip(engine.reasons(sources, seen, columns, times), sources, columns):
+            if column in seen:
+                assert text.startswith("you have had it")
+                continue
+            if source == "cf":
+                links = [engine._similar_to[int(s), int(column)] for s in seen]
+            elif source == "lm":
+                links = [float(engine.unit_vectors[s] @ engine.unit_vectors[column]) for s in seen]
+            else:
+                assert text == REASONS[source]
+                continue
+            best = engine.item_keys[seen[int(np.argmax(links))]]
+            assert text == REASONS[source].format(item=engine.titles.get(best, str(best))), (user, source, column)
 
 
 def test_a_scorer_trained_where_items_repeat_is_refused_by_a_bundle_where_they_do_not(engine):

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import time
 import weakref
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,3 +71,36 @@ def test_limit_threads_holds_whatever_the_environment_says() -> None:
         assert torch.get_num_threads() == 1
     finally:
         threadpool_limits(1, user_api="blas")
+
+
+# Run in a fresh interpreter: the allocator's state is per process and the test's own is
+# whatever earlier tests left. Ranks one 16-user batch of ml-1m-sized rows many times.
+FAULTS = """
+import resource, sys
+import numpy as np
+from flows.config import ServingConfig
+from models.metrics import top_k
+from serving.worker import keep_freed_memory
+tuned = keep_freed_memory(ServingConfig(malloc_mmap_threshold_mb=float(sys.argv[1])))
+scores = np.random.default_rng(0).random((16, 3700), dtype=np.float32)
+top_k(scores, None, 100)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(100):
+    top_k(scores, None, 100)
+print(tuned, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 100)
+"""
+
+
+def faults_per_call(threshold_mb: float) -> tuple[str, float]:
+    out = subprocess.run([sys.executable, "-c", FAULTS, str(threshold_mb)], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2]).stdout.split()
+    return out[0], float(out[1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_keep_freed_memory_spares_each_request_its_page_faults() -> None:
+    # glibc's default gives each 240 KB temporary fresh pages again (about 200 faults a call here).
+    tuned, faults = faults_per_call(32)
+    assert tuned == "True" and faults < 1
+    untouched, default_faults = faults_per_call(0)
+    assert untouched == "False" and default_faults > 20 * max(faults, 1)
