@@ -53,8 +53,11 @@ def limit_threads(cfg: ServingConfig) -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
+    from models import ann
+
     torch.set_num_threads(cfg.torch_threads)
     threadpool_limits(cfg.blas_threads, user_api="blas")
+    ann.limit_threads(cfg.torch_threads)
 
 
 # mallopt(3) parameters.

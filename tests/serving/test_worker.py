@@ -69,6 +69,9 @@ def test_limit_threads_holds_whatever_the_environment_says() -> None:
         limit_threads(ServingConfig(blas_threads=1, torch_threads=1))
         assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {1}
         assert torch.get_num_threads() == 1
+        from models.ann import _faiss
+
+        assert _faiss().omp_get_max_threads() == 1  # its OpenMP, not BLAS's: a thread per core by default
     finally:
         threadpool_limits(1, user_api="blas")
 
