@@ -156,7 +156,11 @@ def lists(p: Pooled, exclude: sp.csr_matrix | None, alpha: float, cfg: Candidate
     none holds a column of ``exclude``'s row (None: any may come)."""
     seen = 0 if exclude is None else int(np.diff(exclude.indptr).max(initial=0))
     n_items = p.unit_vectors.shape[0]
-    # CF and LM proposals together, then ranked by cf + alpha x LM as the dense rows are.
+    # CF and LM proposals together, then ranked by cf + alpha x LM as the dense rows are,
+    # LM scaled by its row's extremes over the whole catalogue as there (the best cosine is
+    # the search's first, the worst the first of a search for the negated profile): scaled
+    # over the proposals alone, ml-1m's P1 candidates (pooled at 3,706 items) recalled 0.370
+    # of the test items against the dense rows' 0.408, and 0.408 scaled as here.
     cf_top = p.cf.top(cfg.cf, exclude)
     ease_list = p.ease.top(cfg.ease, exclude)
     pop_list = first_unseen(p.pop_order, exclude, len(p.profiles), cfg.pop)
@@ -168,8 +172,9 @@ def lists(p: Pooled, exclude: sp.csr_matrix | None, alpha: float, cfg: Candidate
     cf_lm = p.lm_at(cf_top, recent=False)[0]
     proposed = np.concatenate([cf_top, lm_top], axis=1)
     lm_values = np.concatenate([cf_lm, lm_scores], axis=1)
-    combined = np.concatenate([cf_part, p.cf.at(np.maximum(lm_top, 0))], axis=1) + np.float32(alpha) * _minmax_valid(
-        lm_values, proposed >= 0)
+    low = -p.near.index.search(-p.profiles, 1)[0][:, :1]
+    combined = np.concatenate([cf_part, p.cf.at(np.maximum(lm_top, 0))], axis=1) + np.float32(alpha) * _minmax_between(
+        lm_values, low, lm_scores[:, :1])
     cf_list = _ranked(_unique_rows(proposed), combined, cfg.cf)
     lm_list = _ranked(*_recent_neighbours(p, exclude), cfg.lm)
     return [cf_list, ease_list, lm_list, pop_list]
@@ -261,13 +266,14 @@ def _ranked(columns: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _minmax_valid(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Each row scaled to [0, 1] over its ``valid`` entries (0 elsewhere, and in constant rows)."""
-    low = np.where(valid, scores, np.inf).min(axis=1, keepdims=True)
-    high = np.where(valid, scores, -np.inf).max(axis=1, keepdims=True)
-    spread = high - low
-    ok = valid & np.isfinite(spread) & (spread > 0)
-    return np.divide(scores - np.where(np.isfinite(low), low, 0), spread, out=np.zeros_like(scores), where=ok).astype(np.float32)
+def _minmax_between(scores: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Each row's ``scores`` scaled from its ``(rows, 1)`` ``[low, high]`` to [0, 1] as
+    ``minmax_rows`` scales a dense row (0 in constant rows, and where a profile found nothing)."""
+    spread = (high - low).astype(np.float32)
+    ok = np.isfinite(spread) & (spread > 0) & np.isfinite(scores)
+    scaled = np.divide(scores - np.where(np.isfinite(low), low, 0), spread, out=np.zeros(scores.shape, np.float32),
+                       where=np.broadcast_to(ok, scores.shape))
+    return scaled.astype(np.float32)
 
 
 def _unique_rows(columns: np.ndarray) -> np.ndarray:

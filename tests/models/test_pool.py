@@ -110,6 +110,25 @@ def test_pooled_candidates_have_the_dense_features_and_lists(catalogue, repeats)
             assert not np.isin(p_items[r][p_items[r] >= 0], hist.items[hist.users == r]).any(), "a seen item is a candidate"
 
 
+def test_the_pooled_cf_list_ranks_its_items_as_the_dense_cf_plus_alpha_lm_does(catalogue):
+    # The LM cosine is scaled by its row's extremes over the whole catalogue, as minmax_rows
+    # scales the dense row: scaled over the proposals alone, the weight of alpha x LM
+    # against CF changed per user, and with it the order.
+    data, sources, pop, profiles = catalogue
+    cfg = CandidateSettings(cf=30, ease=20, lm=10, pop=10, ann=AnnSettings(exact_max_items=10**9))
+    hist = select(data, np.arange(data.n_users))
+    state = (pop, np.zeros((data.n_users, 2), np.float32), np.ones(data.n_users), data.now, False)
+    dense = read(hist, sources.scores(hist, profiles), *state)
+    pooled = read(hist, sources.with_index(cfg, pop).pooled(hist, profiles), *state)
+    for alpha in (0.25, 2.0):
+        combined = dense.cf + np.float32(alpha) * minmax_rows(dense.lm)
+        cf_list = pool.lists(pooled.pooled, pooled.exclude, alpha, cfg)[0]
+        for r in range(data.n_users):
+            mine = cf_list[r][cf_list[r] >= 0]
+            expected = sorted(mine, key=lambda c: (-combined[r, c], c))
+            assert list(mine) == expected, f"row {r}, alpha {alpha}"
+
+
 def test_pooled_views_from_the_training_history_use_the_index_above_the_exact_size(catalogue):
     data, sources, pop, profiles = catalogue
     exact = CandidateSettings(ann=AnnSettings(exact_max_items=data.n_items))
