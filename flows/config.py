@@ -217,6 +217,7 @@ class AnnSettings(_Strict):
     ef_construction: int = 80
     ef_search: int = 256  # breadth of a search; recall against exact is reported per size
     neighbours: int = 100  # LM neighbours kept per item: twice candidates.lm, room for seen ones
+    ef_floor: int = Field(32, ge=1)  # breadth of the search for a profile's lowest cosine (the floor LM is scaled from)
 
 
 class CandidateSettings(_Strict):

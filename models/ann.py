@@ -74,19 +74,20 @@ class VectorIndex:
         index.add(vectors)
         return cls(index, n, exact)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, columns)``, each ``(len(queries), k)``: the best first, ``-1`` columns
         (score ``-inf``) where the index holds fewer. A query of zeros (a user or item with no
-        vector) finds nothing: every item ties at 0 for it, so no neighbour means anything."""
+        vector) finds nothing: every item ties at 0 for it, so no neighbour means anything.
+        ``ef``: HNSW's search breadth for this call (None: the index's; at least ``k``)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = int(k)
         if not len(queries) or k <= 0:
             return np.empty((len(queries), max(k, 0)), np.float32), np.full((len(queries), max(k, 0)), -1, np.int64)
         params = None
-        if not self.exact and k > self.index.hnsw.efSearch:
-            faiss = _faiss()
-            # HNSW returns at most efSearch results: a deeper list needs a wider search.
-            params = faiss.SearchParametersHNSW(efSearch=k)
+        # HNSW returns at most efSearch results: a deeper list needs a wider search.
+        width = max(k, self.index.hnsw.efSearch if ef is None else ef) if not self.exact else None
+        if width is not None and width != self.index.hnsw.efSearch:
+            params = _faiss().SearchParametersHNSW(efSearch=width)
         scores, columns = self.index.search(queries, min(k, self.n_items), params=params)
         blank = ~np.any(queries != 0, axis=1)
         columns[blank], scores[blank] = -1, -np.inf

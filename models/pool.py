@@ -172,7 +172,8 @@ def lists(p: Pooled, exclude: sp.csr_matrix | None, alpha: float, cfg: Candidate
     cf_lm = p.lm_at(cf_top, recent=False)[0]
     proposed = np.concatenate([cf_top, lm_top], axis=1)
     lm_values = np.concatenate([cf_lm, lm_scores], axis=1)
-    low = -p.near.index.search(-p.profiles, 1)[0][:, :1]
+    # A narrow search: the floor only scales, and at ef_search it cost as much as the list.
+    low = -p.near.index.search(-p.profiles, 1, ef=cfg.ann.ef_floor)[0][:, :1]
     combined = np.concatenate([cf_part, p.cf.at(np.maximum(lm_top, 0))], axis=1) + np.float32(alpha) * _minmax_between(
         lm_values, low, lm_scores[:, :1])
     cf_list = _ranked(_unique_rows(proposed), combined, cfg.cf)
