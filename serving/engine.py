@@ -369,13 +369,7 @@ class Engine:
 
     def cf_links(self, seen: np.ndarray, column: int) -> np.ndarray:
         """Item-CF similarity of each of ``seen`` (item columns) to ``column``."""
-        sim = self._similar_to
-        start, end = sim.indptr[column], sim.indptr[column + 1]
-        rows, values = sim.indices[start:end], sim.data[start:end]
-        if not len(rows):
-            return np.zeros(len(seen))
-        pos = np.minimum(np.searchsorted(rows, seen), len(rows) - 1)
-        return np.where(rows[pos] == seen, values[pos], 0.0)
+        return self._cf_links_many(seen, np.array([column], np.int64))[0]
 
     # ------------------------------------------------------------------ live events
 
