@@ -299,19 +299,21 @@ def push(store: FeatureStore, source: str, rows: pd.DataFrame) -> None:
     store.push(source, rows, to=PushMode.ONLINE)
 
 
-def build(events: pd.DataFrame, items: pd.DataFrame, cfg: FeaturesConfig) -> dict[str, pd.DataFrame]:
-    """Every offline feature table from validated events and items."""
-    return {name: pd.concat(list(parts), ignore_index=True) for name, parts in build_chunks(events, items, cfg).items()}
+def build(events: pd.DataFrame, items: pd.DataFrame, cfg: FeaturesConfig, users=None) -> dict[str, pd.DataFrame]:
+    """Every offline feature table from validated events and items (``users``: the user
+    table of these user ids alone; None: of all)."""
+    return {name: pd.concat(list(parts), ignore_index=True) for name, parts in build_chunks(events, items, cfg, users=users).items()}
 
 
 def build_chunks(events: pd.DataFrame, items: pd.DataFrame, cfg: FeaturesConfig,
-                 chunk_events: int | None = None) -> dict[str, Iterator[pd.DataFrame]]:
+                 chunk_events: int | None = None, users=None) -> dict[str, Iterator[pd.DataFrame]]:
     """``build``'s tables, each in parts of whole users' (items') events, at most
     ``chunk_events`` of them (None: one part): for ``write_chunks``."""
     from features.interest import item_feature_table, user_feature_chunks
 
+    theirs = events if users is None else events[events["user_id"].isin(users)]  # a user's rows read their events alone
     return {
-        "user_interest": user_feature_chunks(events, items, cfg, chunk_events),
+        "user_interest": user_feature_chunks(theirs, items, cfg, chunk_events),
         "item_popularity": iter([item_feature_table(events, cfg)]),  # one row per item-day: small beside the users'
     }
 

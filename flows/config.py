@@ -267,6 +267,7 @@ class SequenceSettings(_Strict):
     epochs: int = 30
     patience: int = 3
     timeout_s: float | None = None
+    negatives: int = Field(default=0, ge=0)  # 0: full softmax; n: sampled softmax over n uniform negatives
     text: bool = True
     time_decay: bool = True
     seed: int = 0
@@ -317,6 +318,8 @@ class TrainConfig(_Strict):
     # Users per phase the scorer learns from, is validated and tested on (a seeded sample;
     # None: all). A view holds (users x candidates x features) floats: 1M users, 12 GB.
     max_users: int | None = None
+    # The search's sample (None: max_users): every trial builds these users' candidates twice.
+    search_max_users: int | None = None
     candidates: CandidateSettings = CandidateSettings()
     scorer: ScorerSettings = ScorerSettings()
     sequence: SequenceSettings = SequenceSettings()

@@ -87,10 +87,11 @@ class RowScores:
         out[found] = self.stored.data[pos[found]]
         return out
 
-    def ranks(self, columns: np.ndarray) -> np.ndarray:
+    def ranks(self, columns: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
         """The rank (0 = best) of each of ``columns[r]`` in row ``r`` over all columns, ties
-        by lower column: ``models.ranking_data.ranks_of`` of the dense rows."""
-        values = self.at(columns)
+        by lower column: ``models.ranking_data.ranks_of`` of the dense rows. ``values``:
+        ``at(columns)``, when the caller has it."""
+        values = self.at(columns) if values is None else values
         out = np.empty(columns.shape, np.float32)
         m = self.stored
         for r in range(len(columns)):
@@ -213,7 +214,8 @@ def values(p: Pooled, items: np.ndarray) -> dict[str, np.ndarray]:
     """The score features of ``items`` (union columns, -1 padded)."""
     safe = np.maximum(items, 0)
     lm, lm_recent = p.lm_at(safe)
-    return {"cf": p.cf.at(safe), "cf_rank": p.cf.ranks(safe), "ease": p.ease.at(safe), "ease_rank": p.ease.ranks(safe),
+    cf, ease = p.cf.at(safe), p.ease.at(safe)
+    return {"cf": cf, "cf_rank": p.cf.ranks(safe, cf), "ease": ease, "ease_rank": p.ease.ranks(safe, ease),
             "lm": lm, "lm_recent": lm_recent}
 
 

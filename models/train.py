@@ -88,13 +88,19 @@ def inner_split(protocol: str, fit: pd.DataFrame, label_share: float, window: in
 
 
 def phase(task: Task, items: pd.DataFrame, vectors: ItemVectors, features_cfg, settings: TrainConfig) -> Phase:
+    """The histories and targets of ``task``, each target a seeded sample of
+    ``settings.max_users`` (None: all), each history holding its target's users' state alone."""
+    def sampled(target: Target, seed: int) -> tuple[Target, np.ndarray]:
+        target = target.sample(settings.max_users, seed)
+        return target, target.data.user_ids[target.rows]
+
     inner = []
     for window in range(1, settings.label_windows + 1):
         earlier, labels = inner_split(task.protocol, task.fit, settings.label_share, window)
-        target = encode(Task(task.protocol, f"inner{window}", earlier, labels, earlier, task.repeats))
-        inner.append((history(earlier, items, vectors, features_cfg), target.sample(settings.max_users, settings.seed + window)))
-    outer = history(task.fit, items, vectors, features_cfg)
-    return Phase(inner, outer, encode(task).sample(settings.max_users, settings.seed))
+        target, users = sampled(encode(Task(task.protocol, f"inner{window}", earlier, labels, earlier, task.repeats)), settings.seed + window)
+        inner.append((history(earlier, items, vectors, features_cfg, users), target))
+    target, users = sampled(encode(task), settings.seed)
+    return Phase(inner, history(task.fit, items, vectors, features_cfg, users), target)
 
 
 def views(p: Phase, hp: dict, settings: TrainConfig) -> tuple[list[tuple[View, np.ndarray]], View]:
@@ -188,7 +194,8 @@ def run(phases: dict[str, Task], items: pd.DataFrame, vectors: ItemVectors, feat
     protocol's ``models.protocols.tasks``)."""
     protocol = phases["test"].protocol
     started = time.perf_counter()
-    valid = phase(phases["valid"], items, vectors, features_cfg, settings)
+    searched = settings.model_copy(update={"max_users": settings.search_max_users or settings.max_users})
+    valid = phase(phases["valid"], items, vectors, features_cfg, searched)
     log.info("%s: validation histories ready in %.1fs; searching %d trial(s)", protocol, time.perf_counter() - started, settings.trials)
     hp, valid_score, trials, valid_recall = search(valid, settings)
     test = phase(phases["test"], items, vectors, features_cfg, settings)

@@ -135,3 +135,40 @@ def test_no_user_with_two_events_is_a_clear_error():
     data = Interactions.from_events(events([(1, 1, 10), (2, 2, 20)]))
     with pytest.raises(ValueError, match="two events"):
         SequenceModel(item_vectors=None, params=SMALL).fit(data)
+
+
+def test_sampled_softmax_learns_the_order_and_falls_back_to_full_softmax_over_a_small_catalogue():
+    data = Interactions.from_events(cycle(n_items=30))
+    vecs = vectors_for(data.item_ids)
+    rows = np.arange(data.n_users)
+    last = sequences(data, SMALL.max_len)[0][:, -1] - 1
+    expected = (data.item_ids[last] + 1) % 30
+    sampled = SequenceModel(item_vectors=vecs, params=SMALL.model_copy(update={"negatives": 5})).fit(data)
+    assert (data.item_ids[sampled.score(rows).argmax(axis=1)] == expected).mean() > 0.9
+    full = SequenceModel(item_vectors=vecs, params=SMALL).fit(data).score(rows)
+    assert not np.allclose(sampled.score(rows), full)  # the sampled path was taken
+    # As many negatives as items: the full softmax, exactly.
+    whole = SequenceModel(item_vectors=vecs, params=SMALL.model_copy(update={"negatives": 30})).fit(data).score(rows)
+    np.testing.assert_array_equal(whole, full)
+
+
+def test_sampled_loss_over_every_item_is_the_full_softmax_loss():
+    # Each position's softmax is then its next item and every other item: the full one.
+    data = Interactions.from_events(cycle(n_items=30))
+    model = SequenceModel(item_vectors=vectors_for(data.item_ids), params=SMALL).fit(data)
+    items, days = sequences(data, SMALL.max_len + 1)
+    x, x_days, target = torch.from_numpy(items[:8, :-1]), torch.from_numpy(days[:8, :-1]), torch.from_numpy(items[:8, 1:] - 1)
+    with torch.no_grad():
+        table = model.net_.catalogue(model.rows_, model.text_)
+        real = target >= 0
+        full = torch.nn.functional.cross_entropy(model.net_(x, x_days, table)[real] @ table.T, target[real])
+        sampled = model._sampled_loss(x, x_days, target, torch.arange(data.n_items))
+    assert torch.isclose(sampled, full, rtol=1e-5)
+
+
+def test_a_spent_time_budget_stops_training_inside_the_epoch():
+    data = Interactions.from_events(cycle(n_users=200))
+    model = SequenceModel(item_vectors=vectors_for(data.item_ids), params=SMALL.model_copy(update={"batch_size": 4, "timeout_s": 0.0}))
+    curve = model.train(data, monitor=lambda m: 0.5)
+    assert curve == [0.5]  # validated once, after the first batch
+    assert model.stats_["epochs"] == 1 and model.stats_["targets"] < 4 * 10  # one batch of 4 users' 9 targets each

@@ -156,3 +156,31 @@ def test_run_searches_on_validation_and_reports_test_metrics(drift, vectors):
     assert 0 < outcome.candidate_recall["test"] <= 1
     for key in ("ndcg_at_10", "coverage_at_10", "ild_at_10", "p99_score_ms"):
         assert np.isfinite(outcome.test[key]), key
+
+
+def test_a_history_of_some_users_holds_their_state_as_the_whole_history_does(drift, vectors):
+    from models.ranking_data import history
+
+    whole = history(drift.events, drift.items, vectors, FeaturesConfig())
+    some = whole.data.user_ids[::3]
+    part = history(drift.events, drift.items, vectors, FeaturesConfig(), some)
+    rows, others = np.arange(0, whole.data.n_users, 3), np.setdiff1d(np.arange(whole.data.n_users), np.arange(0, whole.data.n_users, 3))
+    for name in ("user_share", "user_events", "profiles"):
+        np.testing.assert_allclose(getattr(part, name)[rows], getattr(whole, name)[rows], rtol=1e-6, atol=1e-9)
+        assert not getattr(part, name)[others].any()  # nothing read for users outside the sample
+    for name in ("pop_short", "pop_long", "item_share", "item_vectors"):  # items read every user's events
+        np.testing.assert_allclose(getattr(part, name), getattr(whole, name), rtol=1e-6)
+    with pytest.raises(ValueError, match="no events"):
+        history(drift.events, drift.items, vectors, FeaturesConfig(), np.array([10**9]))
+
+
+def test_a_sampled_phase_gives_its_users_the_views_of_the_whole_phase(drift, vectors, test_phase):
+    task = tasks("P2", split_p2(drift.events))["test"]
+    sampled = phase(task, drift.items, vectors, FeaturesConfig(), SETTINGS.model_copy(update={"max_users": 25}))
+    assert len(sampled.target.rows) == 25
+    _, small = views(sampled, HP, SETTINGS)
+    _, whole = views(test_phase, HP, SETTINGS)
+    at = np.searchsorted(whole.rows, small.rows)
+    assert np.array_equal(whole.rows[at], small.rows)
+    np.testing.assert_array_equal(small.items, whole.items[at])
+    np.testing.assert_allclose(small.features, whole.features[at], rtol=1e-5, atol=1e-6)
