@@ -48,7 +48,9 @@ RUN_STEPS = [step.name for step in STEPS if step.in_run]
 # for the baselines), the smaller baseline grid, Feast's online load a month of rows at a
 # time, and time budgets for the search and the sequence model, whose softmax is over 1,024
 # sampled items (the whole catalogue's cost minutes an epoch past 20k items) and which stops at
-# the batch that crosses its budget. Reported with the figures.
+# the batch that crosses its budget. Past S the sequence model is off: at M its 240 s (part of
+# one epoch over 247,383 customers) reached test NDCG@10 0.101 against the scorer's 0.372, for
+# 400 s of training's time with its two rankings of the catalogue. Reported with the figures.
 BASELINES = {"pop": {}, "pop_decay": {"decay": ["exponential"], "half_life_days": [30]},
              "itemknn_decay": {"k": [250], "decay": ["exponential"], "half_life_days": [30]},
              "ease": {"reg": [1000], "max_items": [4000]}, "own_items": {"decay": ["exponential"], "half_life_days": [30]}}
@@ -56,8 +58,8 @@ BUDGETS = {
     size: {"split.protocols": ["P2"], "evaluate.protocols": ["P2"], "train.protocols": ["P2"], "train.trials": 2,
            "train.search_max_users": 10_000, "train.max_users": users, "evaluate.max_users": users, "evaluate.models": BASELINES,
            "features.materialize_window_days": 30, "train.timeout_s": search_s,
-           "train.sequence.negatives": 1024, "train.sequence.timeout_s": sequence_s}
-    for size, users, search_s, sequence_s in (("S", 50_000, 600, 300), ("M", 30_000, 600, 240), ("L", 30_000, 900, 600))
+           "train.sequence.negatives": 1024, "train.sequence.timeout_s": sequence_s, "train.sequence.enabled": size == "S"}
+    for size, users, search_s, sequence_s in (("S", 50_000, 600, 300), ("M", 30_000, 600, 240), ("L", 30_000, 900, 240))
 }
 REPORTS = ROOT / "reports" / "benchmarks"
 

@@ -114,20 +114,23 @@ def top_k(
 def _top_k_block(block: np.ndarray, width: int) -> np.ndarray:
     """``top_k`` on one dense batch with exclusions already set to ``-inf``.
 
-    ``argpartition`` alone is not enough: when several items tie with the width-th best
+    A top-k selection alone is not enough: when several items tie with the width-th best
     score it keeps an arbitrary subset of them, not the lowest columns. Rows where it kept
     every tie are exact as they are; only the others (few, unless a row is mostly ties) are
     redone from their strictly-better items and their lowest-column ties. A stable sort of
-    the kept columns by score then gives the (-score, column) order. Partitioning the
-    negated scores is 5x faster than the threshold, cumulative-sum and nonzero passes over
-    the whole row this replaced (16 rows of 3,700 items: 0.15 ms against 0.95 ms): numpy's
-    partition is slow on rows that hold ``-inf`` at the top end, fast with ``+inf`` at the bottom.
+    the kept columns by score then gives the (-score, column) order. The selection is
+    torch's ``topk``: on one thread 11x faster than numpy's ``argpartition`` on 1,024 rows of
+    20,000 items (32 ms against 360 ms; 100,000 items: 0.12 s against 2.2 s, which made the
+    baselines' evaluation at 100k items minutes a model) and no slower on a served batch of
+    16 rows of 3,706 items (0.53 ms against 0.62 ms for 200 columns).
     """
+    import torch
+
     n_rows, n_items = block.shape
     if width == n_items:
         kept = np.broadcast_to(np.arange(n_items), block.shape).copy()
     else:
-        kept = np.argpartition(np.negative(block), width - 1, axis=1)[:, :width]
+        kept = torch.topk(torch.from_numpy(block), width, dim=1, sorted=False).indices.numpy()
         values = np.take_along_axis(block, kept, axis=1)
         threshold = values.min(axis=1, keepdims=True)
         partial = (values == threshold).sum(axis=1) != (block == threshold).sum(axis=1)

@@ -133,7 +133,6 @@ class Pooled:
     recent: np.ndarray  # (rows, recent_items) latest item columns, -1 padded
     unit_vectors: np.ndarray  # (n_items, dim)
     near: Neighbourhood
-    pop_order: np.ndarray  # item columns, most popular first (ties by column)
 
     def lm_at(self, columns: np.ndarray, recent: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """``(lm, lm_recent)`` at ``columns[r]``: the cosine of row ``r``'s profile with each,
@@ -153,8 +152,9 @@ class Pooled:
 
 
 def lists(p: Pooled, exclude: sp.csr_matrix | None, alpha: float, cfg: CandidateSettings) -> list[np.ndarray]:
-    """The four sources' ranked lists, in ``models.candidates.SOURCES`` order, -1 padded;
-    none holds a column of ``exclude``'s row (None: any may come)."""
+    """The CF, EASE and LM sources' ranked lists (``models.candidates.SOURCES`` order; the
+    popularity list is ``first_unseen``'s), -1 padded; none holds a column of ``exclude``'s
+    row (None: any may come)."""
     seen = 0 if exclude is None else int(np.diff(exclude.indptr).max(initial=0))
     n_items = p.unit_vectors.shape[0]
     # CF and LM proposals together, then ranked by cf + alpha x LM as the dense rows are,
@@ -164,7 +164,6 @@ def lists(p: Pooled, exclude: sp.csr_matrix | None, alpha: float, cfg: Candidate
     # of the test items against the dense rows' 0.408, and 0.408 scaled as here.
     cf_top = p.cf.top(cfg.cf, exclude)
     ease_list = p.ease.top(cfg.ease, exclude)
-    pop_list = first_unseen(p.pop_order, exclude, len(p.profiles), cfg.pop)
     exclude = None if exclude is None else _keys(exclude)
     lm_scores, lm_top = p.near.index.search(p.profiles, cfg.cf + min(seen, cfg.cf))
     lm_top = _unique_rows(np.where(_member_cols(exclude, n_items, lm_top), -1, lm_top))
@@ -179,7 +178,7 @@ def lists(p: Pooled, exclude: sp.csr_matrix | None, alpha: float, cfg: Candidate
         lm_values, low, lm_scores[:, :1])
     cf_list = _ranked(_unique_rows(proposed), combined, cfg.cf)
     lm_list = _ranked(*_recent_neighbours(p, exclude), cfg.lm)
-    return [cf_list, ease_list, lm_list, pop_list]
+    return [cf_list, ease_list, lm_list]
 
 
 def first_unseen(order: np.ndarray, exclude: sp.csr_matrix | None, rows: int, n: int) -> np.ndarray:

@@ -79,16 +79,13 @@ class Sources:
     unit_vectors: np.ndarray  # (n_items, dim)
     recent_items: int
     near: Neighbourhood | None = None  # the items' vector index and LM neighbour lists
-    pop_order: np.ndarray | None = None  # item columns, most popular first
 
-    def with_index(self, cfg: CandidateSettings, pop: np.ndarray, near: Neighbourhood | None = None) -> Sources:
+    def with_index(self, cfg: CandidateSettings, near: Neighbourhood | None = None) -> Sources:
         """These sources with what pooled candidates need: the vector index over the items
-        and each item's LM neighbours (``near``, else built here), and the popularity order
-        of ``pop`` (ties by column)."""
+        and each item's LM neighbours (``near``, else built here)."""
         if near is None:
             near = Neighbourhood.build(np.arange(len(self.unit_vectors)), self.unit_vectors, cfg.ann)
-        order = np.argsort(-np.asarray(pop, np.float32), kind="stable")
-        return replace(self, near=near, pop_order=order)
+        return replace(self, near=near)
 
     @property
     def is_pooled(self) -> bool:
@@ -100,8 +97,7 @@ class Sources:
         ease = self.ease.score_kept(hist)
         return Pooled(cf=RowScores.minmax(self.knn.score_histories_sparse(hist), n),
                       ease=RowScores.dense_columns(ease, self.ease.columns_, n), profiles=np.asarray(profiles, np.float32),
-                      recent=latest_items(hist, self.recent_items), unit_vectors=self.unit_vectors, near=self.near,
-                      pop_order=self.pop_order)
+                      recent=latest_items(hist, self.recent_items), unit_vectors=self.unit_vectors, near=self.near)
 
     def scores(self, hist: Interactions, profiles: np.ndarray) -> list[np.ndarray]:
         """``[cf, ease, lm, lm_recent]``: each ``(users of hist, n_items)`` float32, row ``r``
@@ -134,7 +130,7 @@ def read(hist: Interactions, scores: list[np.ndarray] | Pooled, pop: np.ndarray,
     seen = hist.matrix()
     seen.sort_indices()
     if pop_order is None:
-        pop_order = pooled.pop_order if pooled is not None else np.argsort(-np.asarray(pop, np.float32), kind="stable")
+        pop_order = np.argsort(-np.asarray(pop, np.float32), kind="stable")
     return Signals(seen=seen, exclude=None if repeats else seen, own=OwnHistory.of(hist) if repeats else None, cf=cf, ease=ease, lm=lm,
                    lm_recent=lm_recent, pooled=pooled, pop=pop, pop_order=pop_order, user_share=user_share, user_events=user_events, user_last=last,
                    now=now)

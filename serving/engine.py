@@ -35,19 +35,11 @@ from serving.admission import Clock, SeenEvents
 from serving.bundle import Bundle
 from serving.event_log import EventLog
 from serving.ranking import RANKINGS
+from serving.reasons import REASONS, Reasons
 
 log = logging.getLogger(__name__)
 
 ID_TYPES = {"int": int, "str": str}  # data.tabular.ids -> the Python type of an id at the edges
-
-REASONS = {
-    "cf": "because of {item}",
-    "ease": "people with your history chose it too",
-    "lm": "its description is close to {item}",
-    "pop": "popular right now",
-    "again": "you have had it {times} before",
-}
-
 
 class UnknownItem(KeyError):
     """An item id that is not in the catalogue: ``(where, item_id)``."""
@@ -115,8 +107,7 @@ class Engine:
         # the user interest half-life.
         half_life = float(hp.get("half_life_days", self.feature_params.user_half_life_days))
         self.knn = DecayedItemKNN(k=self.train.knn_k, half_life_days=half_life).fit(data)
-        self._similar_to = self.knn.similarity_.tocsc()  # column j: the items that lead to j
-        self._similar_to.sort_indices()  # rows ascending in each column: searchable
+        self.why = Reasons.of(self.knn, self.unit_vectors, self.item_keys, self.titles)
         from models.servable import load
 
         # Before the per-user copies below: built after them, the ranking's dense EASE
@@ -293,7 +284,7 @@ class Engine:
             timings = {"online_read": round((read - started) * 1000, 2), **_since(read, "score")}
             for r, (i, ask, ranked) in enumerate(zip(members, group, lists)):
                 seen, times = np.unique(hist.items[bounds[r] : bounds[r + 1]], return_counts=True)
-                why = self.reasons([w for *_, w in ranked], seen, np.array([c for c, *_ in ranked], np.int64), times)
+                why = self.why.many([w for *_, w in ranked], seen, np.array([c for c, *_ in ranked], np.int64), times)
                 items = [Recommendation(self.item_keys[c], self.titles.get(self.item_keys[c], str(self.item_keys[c])),
                                         score, source, text) for (c, score, source, _), text in zip(ranked, why)]
                 out[i] = Answer(ask.user_id, items, degraded=stale, model=self.bundle.model, timings_ms=timings,
@@ -320,56 +311,6 @@ class Engine:
         short[known], long[known] = values["popularity_short"].to_numpy(), values["popularity_long"].to_numpy()
         self._item_cache = (now, (short, long))
         return short, long
-
-    def reason(self, source: str, seen: np.ndarray, column: int, times: np.ndarray | None = None) -> str:
-        """A short reason: the user's own item again (``seen``: their sorted item columns,
-        ``times``: their events with each), or the item that led to it, by CF similarity or by text."""
-        return self.reasons([source], seen, np.array([column], np.int64), times)[0]
-
-    def reasons(self, sources: list[str], seen: np.ndarray, columns: np.ndarray, times: np.ndarray | None = None) -> list[str]:
-        """``reason`` of each of ``columns`` (proposed by ``sources``) for one user, their
-        CF links and text cosines each in one pass (a call per item was a tenth of a request)."""
-        at = np.minimum(np.searchsorted(seen, columns), max(len(seen) - 1, 0))
-        again = (seen[at] == columns) if len(seen) else np.zeros(len(columns), bool)
-        strongest = np.zeros(len(columns), np.int64)  # the seen item that led to each, by its source
-        for source, links in (("cf", self._cf_links_many), ("lm", self._text_links_many)):
-            mine = np.flatnonzero(~again & (np.asarray(sources, dtype=object) == source))
-            if len(mine) and len(seen):
-                strongest[mine] = np.argmax(links(seen, columns[mine]), axis=1)
-        out = []
-        for j, (source, column) in enumerate(zip(sources, columns)):
-            if again[j]:
-                count = 1 if times is None else int(times[at[j]])
-                out.append(REASONS["again"].format(times="once" if count == 1 else f"{count} times"))
-            elif source in ("cf", "lm"):
-                best = self.item_keys[seen[strongest[j]]]
-                out.append(REASONS[source].format(item=self.titles.get(best, str(best))))
-            else:
-                out.append(REASONS[source])
-        return out
-
-    def _text_links_many(self, seen: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        """``(len(columns), len(seen))`` LM cosines."""
-        return self.unit_vectors[columns] @ self.unit_vectors[seen].T
-
-    def _cf_links_many(self, seen: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        """``(len(columns), len(seen))`` item-CF similarity of each seen item to each column:
-        the columns' stored rows as one sorted list of (column's place, row) keys, searched once."""
-        sim, n = self._similar_to, len(self.item_ids)
-        starts, ends = sim.indptr[columns], sim.indptr[columns + 1]
-        lengths = ends - starts
-        place = np.repeat(np.arange(len(columns)), lengths)
-        stored = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
-        keys = place * n + sim.indices[stored]
-        if not len(keys):
-            return np.zeros((len(columns), len(seen)))
-        wanted = np.arange(len(columns))[:, None] * n + seen[None, :]
-        pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-        return np.where(keys[pos] == wanted, sim.data[stored][pos], 0.0)
-
-    def cf_links(self, seen: np.ndarray, column: int) -> np.ndarray:
-        """Item-CF similarity of each of ``seen`` (item columns) to ``column``."""
-        return self._cf_links_many(seen, np.array([column], np.int64))[0]
 
     # ------------------------------------------------------------------ live events
 

@@ -13,7 +13,8 @@ from features.decay import SECONDS_PER_DAY
 from features.lm_profile import unit_profiles
 from models.baselines import decay
 from models.lm_score import neighbours, normalise
-from serving.engine import REASONS, Engine, UnknownItem
+from serving.engine import Engine, UnknownItem
+from serving.reasons import REASONS
 from serving.ranking import stored_shares
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def explain(engine: Engine, user_id, item_id, top: int = 5) -> dict:
         entry = {"item_id": item, "title": engine.titles.get(item, ""), "decay_weight": float(f"{weights[e]:.4g}"),
                  "days_ago": round(float((now - hist.seconds[e]) / SECONDS_PER_DAY), 1)}
         if column >= 0:
-            entry["cf_similarity"] = round(float(engine.cf_links(np.array([col]), column)[0]), 4)
+            entry["cf_similarity"] = round(float(engine.why.cf_links(np.array([col]), np.array([column], np.int64))[0, 0]), 4)
             entry["lm_similarity"] = round(float(engine.unit_vectors[col] @ engine.unit_vectors[column]), 4)
         recent.append(entry)
         if len(recent) == top:
@@ -108,7 +109,7 @@ def similar(engine: Engine, item_id, k: int) -> dict:
     if column >= 0:
         # The items most similar to this one: its column, as the similarity is symmetric
         # before each item keeps its top k.
-        sim = engine._similar_to
+        sim = engine.why.similar_to
         start, end = sim.indptr[column], sim.indptr[column + 1]
         cols, values = sim.indices[start:end], sim.data[start:end]
         keep = cols != column

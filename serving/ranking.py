@@ -11,7 +11,6 @@ A ranked item is ``(column, score, source, reason)``: ``source`` is what the ans
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 
 import numpy as np
 
@@ -46,7 +45,7 @@ class ScorerRanking:
             near = engine.bundle.neighbourhood
             if near is None or not np.array_equal(near.item_ids, engine.item_ids):
                 near = None  # the bundle has none for this catalogue (other settings): built here
-            self.sources = self.sources.with_index(train.candidates, np.zeros(len(engine.item_ids), np.float32), near)
+            self.sources = self.sources.with_index(train.candidates, near)
         self.alpha = float(hp.get("alpha", 0.0))
         row_bytes = 4 * len(engine.item_ids) * np.dtype(np.float32).itemsize
         self.signal_cache = SignalCache(int(engine.params.serving.signal_cache_mb * 2**20 // row_bytes))
@@ -65,8 +64,8 @@ class ScorerRanking:
         shares = stored_shares(stored, len(e.categories))
         if self.sources.is_pooled:
             # A pool costs what a cached row would: nothing to keep between requests.
-            sources = replace(self.sources, pop_order=e.pop_order())
-            return read(hist, sources.pooled(hist, profile), e.pop.astype(np.float32), shares, events, now, e.params.data.repeats)
+            return read(hist, self.sources.pooled(hist, profile), e.pop.astype(np.float32), shares, events, now,
+                        e.params.data.repeats, e.pop_order())
         users = python_ids(hist.user_ids)
         counts = np.bincount(hist.users, minlength=len(users))
         # The history in memory, where ``hist`` was made from it; None where events were
@@ -126,7 +125,7 @@ class ScorerRanking:
         j = int(hit[0])
         seen, times = np.unique(hist.items, return_counts=True)
         return {"model_score": round(float(scores[j]), 4), "rank": int((scores > scores[j]).sum()) + 1,
-                "source": SOURCES[source[j]], "reason": self.engine.reason(SOURCES[source[j]], seen, column, times)}
+                "source": SOURCES[source[j]], "reason": self.engine.why.one(SOURCES[source[j]], seen, column, times)}
 
 
 class SequenceRanking:

@@ -84,7 +84,7 @@ def test_pooled_candidates_have_the_dense_features_and_lists(catalogue, repeats)
     ``cf + alpha x LM`` is ranked over the proposals rather than over every item."""
     data, sources, pop, profiles = catalogue
     cfg = CandidateSettings(cf=30, ease=20, lm=10, pop=10, ann=AnnSettings(exact_max_items=10**9))
-    pooled_sources = sources.with_index(cfg, pop)
+    pooled_sources = sources.with_index(cfg)
     assert pooled_sources.near.index.exact
     hist = select(data, np.arange(data.n_users))
     state = (pop, np.zeros((data.n_users, 2), np.float32), np.ones(data.n_users), data.now, repeats)
@@ -97,7 +97,7 @@ def test_pooled_candidates_have_the_dense_features_and_lists(catalogue, repeats)
     from models import pool
 
     d_lists, p_lists = dense_lists(dense, 0.5, cfg), pool.lists(pooled.pooled, pooled.exclude, 0.5, cfg)
-    for name, d, p in zip(("cf", "ease", "lm", "pop"), d_lists, p_lists):
+    for name, d, p in zip(("cf", "ease", "lm"), d_lists, p_lists):
         same = np.mean([np.isin(a[a >= 0], b).mean() for a, b in zip(p, d) if (a >= 0).any()])
         assert same >= (0.75 if name == "cf" else 0.99), f"{name}: {same:.3f} of the pooled list is in the dense one"
     # Which list proposed a candidate first may differ; every other feature may not.
@@ -119,7 +119,7 @@ def test_the_pooled_cf_list_ranks_its_items_as_the_dense_cf_plus_alpha_lm_does(c
     hist = select(data, np.arange(data.n_users))
     state = (pop, np.zeros((data.n_users, 2), np.float32), np.ones(data.n_users), data.now, False)
     dense = read(hist, sources.scores(hist, profiles), *state)
-    pooled = read(hist, sources.with_index(cfg, pop).pooled(hist, profiles), *state)
+    pooled = read(hist, sources.with_index(cfg).pooled(hist, profiles), *state)
     for alpha in (0.25, 2.0):
         combined = dense.cf + np.float32(alpha) * minmax_rows(dense.lm)
         cf_list = pool.lists(pooled.pooled, pooled.exclude, alpha, cfg)[0]

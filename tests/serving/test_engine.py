@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.engine import REASONS
+from serving.reasons import REASONS
 
 
 def engine_for(params_path: Path, folder: Path, store=None, candidates=None):
@@ -154,7 +154,7 @@ def test_where_the_data_set_repeats_own_items_are_candidates_with_the_features_t
     assert served._seen(user) == set()  # an outage's fallback would not hide them
     column = int(served.history(user).items[0])
     seen, times = np.unique(served.history(user).items, return_counts=True)
-    assert served.reason("cf", seen, column, times).startswith("you have had it")
+    assert served.why.one("cf", seen, column, times).startswith("you have had it")
     assert served.item_keys[column] in mine
 
 
@@ -165,12 +165,12 @@ def test_reasons_name_the_seen_item_with_the_strongest_cf_link_or_text_cosine(en
         seen, times = np.unique(engine.histories[user][0], return_counts=True)
         columns = np.r_[seen[:1], rng.integers(0, len(engine.item_ids), 9)]
         sources = ["cf", "cf", "lm", "cf", "lm", "pop", "ease", "cf", "lm", "cf"]
-        for text, source, column in zip(engine.reasons(sources, seen, columns, times), sources, columns):
+        for text, source, column in zip(engine.why.many(sources, seen, columns, times), sources, columns):
             if column in seen:
                 assert text.startswith("you have had it")
                 continue
             if source == "cf":
-                links = [engine._similar_to[int(s), int(column)] for s in seen]
+                links = [engine.why.similar_to[int(s), int(column)] for s in seen]
             elif source == "lm":
                 links = [float(engine.unit_vectors[s] @ engine.unit_vectors[column]) for s in seen]
             else:
